@@ -1,0 +1,32 @@
+"""The one VSR prompt format, shared by training and evaluation."""
+
+import re
+from typing import Any
+
+QUESTION_TEMPLATE = 'Is this statement about the image true or false? "{caption}" Answer True or False.'
+ANSWERS = ("False", "True")  # indexed by the VSR label: 0 = false, 1 = true
+END_OF_TURN = "<end_of_turn>"
+
+
+def vsr_messages(caption: str) -> list[dict[str, Any]]:
+    """The chat of one VSR question: one image, then the question about the caption."""
+    text = QUESTION_TEMPLATE.format(caption=caption)
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+
+
+def vsr_prompt(processor: Any, caption: str) -> str:
+    """The prompt text up to where the model's answer starts (chat template with the generation prompt)."""
+    return processor.apply_chat_template(vsr_messages(caption), add_generation_prompt=True, tokenize=False)
+
+
+def answer_text(label: int) -> str:
+    """The target the model learns to produce for a label, closing its turn."""
+    return ANSWERS[label] + END_OF_TURN
+
+
+def parse_answer(text: str) -> int | None:
+    """The label an answer states (1 for "True", 0 for "False"), or None if it states neither."""
+    match = re.match(r"\W*(true|false)\b", text, flags=re.IGNORECASE)
+    if match is None:
+        return None
+    return int(match.group(1).lower() == "true")
