@@ -8,16 +8,14 @@ from torch.utils.data import Dataset
 from ..data import VSRExample, load_image
 from ..processing_theworld import TheWorldProcessor
 from .latent_cache import WorldLatentCache
-from .prompt import answer_text, vsr_prompt
+from .prompt import answer_text, vsr_inputs
 
 IGNORE_INDEX = -100
 
 
 def encode_vsr_example(processor: TheWorldProcessor, example: VSRExample) -> dict[str, torch.Tensor]:
     """Prompt and answer of one example; `labels` is -100 everywhere but on the answer tokens."""
-    prompt_inputs = processor(
-        text=vsr_prompt(processor, example.caption), images=load_image(example.image_path), return_tensors="pt"
-    )
+    prompt_inputs = vsr_inputs(processor, [example.caption], [load_image(example.image_path)])
     answer_ids = processor.tokenizer(
         answer_text(example.label), add_special_tokens=False, return_tensors="pt"
     ).input_ids[0]

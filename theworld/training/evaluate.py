@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from ..data import VSRExample, load_image, meta_category
 from ..modeling_theworld import TheWorld
 from ..processing_theworld import TheWorldProcessor
-from .prompt import parse_answer, vsr_prompt
+from .prompt import parse_answer, vsr_inputs
 
 
 @dataclass
@@ -80,12 +80,9 @@ def evaluate_vsr(
     try:
         for start in tqdm(range(0, len(examples), batch_size), desc="evaluating", disable=not progress):
             batch = examples[start : start + batch_size]
-            inputs = processor(
-                text=[vsr_prompt(processor, example.caption) for example in batch],
-                images=[[load_image(example.image_path)] for example in batch],
-                padding=True,
-                return_tensors="pt",
-            ).to(model.device)
+            captions = [example.caption for example in batch]
+            images = [load_image(example.image_path) for example in batch]
+            inputs = vsr_inputs(processor, captions, images, padding=True).to(model.device)
             generated = model.generate(
                 **inputs, max_new_tokens=max_new_tokens, do_sample=False, ablate_world=ablate_world
             )

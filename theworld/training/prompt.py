@@ -19,6 +19,14 @@ def vsr_prompt(processor: Any, caption: str) -> str:
     return processor.apply_chat_template(vsr_messages(caption), add_generation_prompt=True, tokenize=False)
 
 
+def vsr_inputs(processor: Any, captions: list[str], images: list[Any], **kwargs: Any) -> Any:
+    """Model inputs for a batch of VSR questions, one image each (the chat template already holds `<bos>`)."""
+    prompts = [vsr_prompt(processor, caption) for caption in captions]
+    return processor(
+        text=prompts, images=[[image] for image in images], add_special_tokens=False, return_tensors="pt", **kwargs
+    )
+
+
 def answer_text(label: int) -> str:
     """The target the model learns to produce for a label, closing its turn."""
     return ANSWERS[label] + END_OF_TURN

@@ -1,0 +1,147 @@
+"""The `theworld` command."""
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+COMMANDS: dict[str, Callable[[argparse.ArgumentParser], None]] = {}
+
+
+def command(name: str, help: str):
+    """Registers `add_arguments(parser)`; the parser's `run` default does the work."""
+
+    def register(add_arguments: Callable[[argparse.ArgumentParser], None]):
+        add_arguments.help = help
+        COMMANDS[name] = add_arguments
+        return add_arguments
+
+    return register
+
+
+@command("make-tiny-bases", "write tiny random Gemma 3 and Cosmos VAE base models (offline stand-ins)")
+def _make_tiny_bases(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--seed", type=int, default=0)
+
+    def run(args: argparse.Namespace) -> None:
+        from .tiny import make_tiny_bases
+
+        bases = make_tiny_bases(args.directory, seed=args.seed)
+        print(f"gemma:  {bases.gemma}\ncosmos: {bases.cosmos}")
+
+    parser.set_defaults(run=run)
+
+
+@command("synth-vsr", "write a synthetic data set in the VSR layout")
+def _synth_vsr(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--zero-shot", action="store_true", help="no object concept shared between train and test")
+    parser.add_argument("--n-train", type=int, default=2000)
+    parser.add_argument("--n-dev", type=int, default=200)
+    parser.add_argument("--n-test", type=int, default=400)
+    parser.add_argument("--image-size", type=int, default=64)
+
+    def run(args: argparse.Namespace) -> None:
+        from .data import synthesize_vsr
+
+        synthesize_vsr(
+            args.directory,
+            seed=args.seed,
+            n_train=args.n_train,
+            n_dev=args.n_dev,
+            n_test=args.n_test,
+            image_size=args.image_size,
+            zero_shot=args.zero_shot,
+        )
+        print(f"wrote {args.directory}/{{train,dev,test}}.jsonl and {args.directory}/images/")
+
+    parser.set_defaults(run=run)
+
+
+@command("train", "fine-tune TheWorld on VSR (resumes an interrupted run in the same --output-dir)")
+def _train(parser: argparse.ArgumentParser) -> None:
+    from .training import TrainingConfig
+
+    parser.add_argument("--gemma", required=True, help="Gemma 3 base: Hub id or local path")
+    parser.add_argument("--cosmos", required=True, help="Cosmos-Predict2 repo with vae/: Hub id or local path")
+    parser.add_argument("--data", dest="data_dir", type=Path, required=True, help="folder with train/dev.jsonl")
+    parser.add_argument("--images", dest="images_dir", type=Path, help="image folder (default DATA/images)")
+    parser.add_argument("--output-dir", type=Path, required=True)
+    parser.add_argument("--lora-target-modules", nargs="+", default=None)
+    parser.add_argument("--no-latent-cache", dest="use_latent_cache", action="store_false")
+    parser.add_argument("--skip-bad-images", dest="on_bad_image", action="store_const", const="skip", default="error")
+    parser.add_argument("--quiet", dest="progress", action="store_false")
+    handled = {"data_dir", "images_dir", "output_dir", "lora_target_modules", "use_latent_cache", "on_bad_image"}
+    handled |= {"progress", "gemma", "cosmos"}
+    for field in dataclasses.fields(TrainingConfig):
+        if field.name in handled:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        if field.type is bool or field.type == "bool":
+            parser.add_argument(flag, action="store_true", default=field.default)
+        else:
+            kind = {int: int, float: float}.get(type(field.default), str)
+            if field.name in ("max_steps", "eval_every", "lora_alpha"):
+                kind = int
+            parser.add_argument(flag, type=kind, default=field.default)
+
+    def run(args: argparse.Namespace) -> None:
+        from .training import train
+
+        values = {k: v for k, v in vars(args).items() if k not in ("command", "run") and v is not None}
+        result = train(TrainingConfig(**values))
+        print(f"trained {result.steps} steps; checkpoint: {result.checkpoint}")
+
+    parser.set_defaults(run=run)
+
+
+@command("eval", "evaluate a checkpoint on a VSR jsonl file, world path on and ablated")
+def _eval(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint")
+    parser.add_argument("--data", type=Path, required=True, help="a VSR jsonl file")
+    parser.add_argument("--images", type=Path, required=True)
+    parser.add_argument("--output", type=Path, required=True, help="JSON report; a Markdown table goes beside it")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples")
+    parser.add_argument("--skip-bad-images", dest="on_bad_image", action="store_const", const="skip", default="error")
+
+    def run(args: argparse.Namespace) -> None:
+        from .data import load_vsr_split
+        from .modeling_theworld import TheWorld
+        from .processing_theworld import TheWorldProcessor
+        from .training import world_ablation_report, write_reports
+
+        examples = load_vsr_split(args.data, args.images, on_bad_image=args.on_bad_image).examples[: args.limit]
+        model = TheWorld.from_pretrained(args.checkpoint)
+        processor = TheWorldProcessor.from_pretrained(args.checkpoint)
+        report = world_ablation_report(model, processor, examples, batch_size=args.batch_size)
+        json_path, markdown_path = write_reports({args.data.stem: report}, args.output)
+        print(markdown_path.read_text())
+        print(f"wrote {json_path} and {markdown_path}")
+
+    parser.set_defaults(run=run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="theworld", description=__doc__)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name, add_arguments in COMMANDS.items():
+        add_arguments(subparsers.add_parser(name, help=add_arguments.help))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (ValueError, OSError) as error:
+        print(f"theworld {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
