@@ -80,7 +80,7 @@ def _train(parser: argparse.ArgumentParser) -> None:
         if field.name in handled:
             continue
         flag = "--" + field.name.replace("_", "-")
-        if field.type is bool or field.type == "bool":
+        if field.type is bool:
             parser.add_argument(flag, action="store_true", default=field.default)
         else:
             kind = {int: int, float: float}.get(type(field.default), str)
@@ -121,6 +121,79 @@ def _eval(parser: argparse.ArgumentParser) -> None:
         json_path, markdown_path = write_reports({args.data.stem: report}, args.output)
         print(markdown_path.read_text())
         print(f"wrote {json_path} and {markdown_path}")
+
+    parser.set_defaults(run=run)
+
+
+@command("demo", "offline end-to-end demo: tiny bases, synthetic VSR, train, evaluate, reload, answer")
+def _demo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output-dir", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", dest="progress", action="store_false")
+
+    def run(args: argparse.Namespace) -> None:
+        from .demo import DemoConfig, run_demo
+
+        result = run_demo(DemoConfig(output_dir=args.output_dir, seed=args.seed, progress=args.progress))
+        print(result["summary"])
+        print(f"wrote {args.output_dir}/checkpoint, eval.json, eval.md, summary.md, loss.png, accuracy.png")
+
+    parser.set_defaults(run=run)
+
+
+@command("push", "upload a checkpoint folder with a generated model card to a Hub repository, in one commit")
+def _push(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", type=Path, help="a saved checkpoint folder (e.g. OUTPUT/checkpoint)")
+    parser.add_argument("repo_id", help="namespace/name of the Hub repository (created if needed)")
+    parser.add_argument("--private", action="store_true", help="create the repository private")
+    parser.add_argument("--revision", help="branch to push to (created from main if needed; default main)")
+    parser.add_argument("--eval", dest="evaluation_file", type=Path, help="eval report (default: eval.json)")
+    parser.add_argument("--dataset", help="Hub id of the training data for the card, e.g. cambridgeltl/vsr_random")
+
+    def run(args: argparse.Namespace) -> None:
+        from .hub.push import push_checkpoint
+
+        commit = push_checkpoint(
+            args.checkpoint,
+            args.repo_id,
+            private=args.private,
+            revision=args.revision,
+            evaluation_file=args.evaluation_file,
+            dataset=args.dataset,
+        )
+        print(f"pushed {args.checkpoint} to {args.repo_id}: {commit.commit_url}")
+
+    parser.set_defaults(run=run)
+
+
+@command("info", "describe a checkpoint (folder or Hub repository) without loading its weights")
+def _info(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("repo_or_dir", help="a checkpoint folder or a Hub repository id")
+    parser.add_argument("--revision", help="branch, tag or commit of a Hub repository")
+
+    def run(args: argparse.Namespace) -> None:
+        from .hub.info import checkpoint_info, format_info
+
+        print(format_info(checkpoint_info(args.repo_or_dir, revision=args.revision)))
+
+    parser.set_defaults(run=run)
+
+
+@command("bench", "measure what TheWorld costs over the Gemma 3 it wraps (time, memory, loading, checkpoint size)")
+def _bench(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", type=Path, required=True, help="JSON result file")
+    parser.add_argument(
+        "--preset",
+        choices=["micro", "small", "real-meta"],
+        default="small",
+        help="micro: seconds, for smoke tests; small: a few minutes on CPU; real-meta: real sizes on the meta device",
+    )
+
+    def run(args: argparse.Namespace) -> None:
+        from .bench import format_result, run_benchmark
+
+        print(format_result(run_benchmark(args.preset, args.output)))
+        print(f"wrote {args.output}")
 
     parser.set_defaults(run=run)
 
