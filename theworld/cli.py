@@ -188,11 +188,12 @@ def _bench(parser: argparse.ArgumentParser) -> None:
         default="small",
         help="micro: seconds, for smoke tests; small: a few minutes on CPU; real-meta: real sizes on the meta device",
     )
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
 
     def run(args: argparse.Namespace) -> None:
         from .bench import format_result, run_benchmark
 
-        print(format_result(run_benchmark(args.preset, args.output)))
+        print(format_result(run_benchmark(args.preset, args.output, threads=args.threads)))
         print(f"wrote {args.output}")
 
     parser.set_defaults(run=run)

@@ -7,16 +7,20 @@ Everything else is the frozen Gemma 3, so generation, the KV cache, padding and 
 
 import copy
 import os
-from typing import Any
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 from diffusers import AutoencoderKLWan
 from torch import nn
 from transformers import AutoTokenizer, Gemma3ForConditionalGeneration, GenerationConfig, GenerationMixin, PreTrainedModel
+from transformers.loss.loss_utils import ForCausalLMLoss
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.modeling_utils import load_state_dict
-from transformers.utils import cached_file
-from transformers.utils.hub import resolve_revision
+from transformers.utils import cached_file, logging
+from transformers.utils.hub import hf_api, resolve_revision
 
 from .configuration_theworld import WORLD_END_TOKEN, WORLD_START_TOKEN, WORLD_TOKEN, TheWorldConfig, add_world_tokens
 
@@ -31,6 +35,9 @@ AUTO_MAP = {
 # Checked between a checkpoint's recorded base configurations and the bases actually loaded.
 GEMMA_ARCHITECTURE_KEYS = ("hidden_size", "num_hidden_layers", "vocab_size", "num_attention_heads", "head_dim")
 VAE_ARCHITECTURE_KEYS = ("z_dim", "base_dim", "dim_mult", "temperal_downsample")
+BASES = ("gemma", "cosmos")
+
+logger = logging.get_logger(__name__)
 
 
 class TheWorldProjector(nn.Module):
@@ -63,6 +70,10 @@ class TheWorld(PreTrainedModel, GenerationMixin):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _no_split_modules = ["Gemma3DecoderLayer", "SiglipEncoderLayer"]
+    # `(saved folder, repo_id=..., tags=...) -> README.md text`, set by the `theworld` package (`theworld.hub.card`).
+    # This file is also the remote code, which never imports `theworld`: without the package it stays None and
+    # `push_to_hub` writes transformers' default model card.
+    model_card_builder: ClassVar[Callable[..., str] | None] = None
 
     def __init__(
         self,
@@ -242,12 +253,14 @@ class TheWorld(PreTrainedModel, GenerationMixin):
             Zero the world tokens (the placeholders stay), to measure what the world path contributes.
         """
         if (
-            position_ids is None
+            self.config.enable_world
+            and position_ids is None
             and attention_mask is not None
             and attention_mask.ndim == 2
             and (past_key_values is None or past_key_values.get_seq_length() == 0)
         ):
-            # Positions count real tokens only, so a left-padded row sees the positions it would see alone.
+            # Positions count real tokens only, so a left-padded row sees the positions it would see alone. Without the
+            # world path, Gemma 3 picks its own positions, so its logits stay bit-identical.
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
         shared = dict(
@@ -274,7 +287,7 @@ class TheWorld(PreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             vocab_size = self.config.get_text_config().vocab_size
-            loss = self.loss_function(logits=outputs.logits, labels=labels, vocab_size=vocab_size)
+            loss = ForCausalLMLoss(logits=outputs.logits, labels=labels, vocab_size=vocab_size)
         return CausalLMOutputWithPast(
             loss=loss,
             logits=outputs.logits,
@@ -361,7 +374,8 @@ class TheWorld(PreTrainedModel, GenerationMixin):
         """Builds the frozen bases from their own repositories, then loads the small checkpoint into the trained part.
 
         Works on a local folder, a Hub id, or the offline Hub cache. Config fields given as keyword arguments
-        (e.g. `enable_world=False`) override the saved ones. Only safetensors are ever read.
+        (e.g. `enable_world=False`) override the saved ones. Only safetensors are ever read. The bases load at the
+        commits the checkpoint pins; overriding a base to another commit warns, a base of another architecture fails.
         """
         if model_args:
             raise TypeError(f"TheWorld.from_pretrained takes no positional model arguments; got {model_args}.")
@@ -382,6 +396,8 @@ class TheWorld(PreTrainedModel, GenerationMixin):
         config.validate()
 
         weights_file = resolve_weights_file(pretrained_model_name_or_path, revision=revision, **hub_kwargs)
+        saved, _ = TheWorldConfig.get_config_dict(pretrained_model_name_or_path, revision=revision, **hub_kwargs)
+        warn_on_unpinned_bases(saved, config, **hub_kwargs)
         gemma, vae = load_bases(config, dtype=dtype, **hub_kwargs)
         check_bases_match(config, gemma, vae)
         model = cls(config, gemma=gemma, vae=vae)
@@ -440,7 +456,40 @@ class TheWorld(PreTrainedModel, GenerationMixin):
         self.register_for_auto_class("AutoModel")
         self.config.auto_map = dict(AUTO_MAP)
         kwargs.setdefault("state_dict", self.trainable_state_dict())
+        # Keys stay TheWorld's own parameter names (no renaming to the bases' legacy checkpoint layouts).
+        kwargs.setdefault("save_original_format", False)
         super().save_pretrained(save_directory, **kwargs)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
+        private: bool | None = None,
+        token: bool | str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: int | str | None = "50GB",
+        tags: list[str] | None = None,
+    ) -> str:
+        """`PreTrainedModel.push_to_hub`; README.md is TheWorld's own model card when `model_card_builder` is set."""
+        commit = dict(
+            commit_message=commit_message,
+            commit_description=commit_description,
+            token=token,
+            revision=revision,
+            create_pr=create_pr,
+        )
+        tags = tags or []  # transformers' own push_to_hub iterates over them
+        if self.model_card_builder is None:
+            return super().push_to_hub(repo_id, private=private, max_shard_size=max_shard_size, tags=tags, **commit)
+        repo_id = hf_api().create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, max_shard_size=max_shard_size)
+            readme = self.model_card_builder(folder, repo_id=repo_id, tags=tags)
+            Path(folder, "README.md").write_text(readme, encoding="utf-8")
+            return self._upload_modified_files(folder, repo_id, files_timestamps={}, **commit)
 
 
 def pinned_revision(name_or_path: str | os.PathLike, revision: str | None, **hub_kwargs) -> str | None:
@@ -455,6 +504,30 @@ def pinned_revision(name_or_path: str | os.PathLike, revision: str | None, **hub
         cache_dir=hub_kwargs.get("cache_dir"),
     )
     return getattr(resolved, "resolved", resolved)
+
+
+def warn_on_unpinned_bases(saved_config: dict[str, Any], config: TheWorldConfig, **hub_kwargs) -> None:
+    """Warns when a base is loaded at another commit than the one the checkpoint pins (`saved_config`, its
+    config.json).
+
+    That only happens on request (a `gemma_revision=` or `*_model_name_or_path=` override), so it is a warning, not
+    an error: a mirror or a local copy of the same weights is legitimate. It is never silent, though: the trained part
+    was fitted to the pinned weights. Bases of another architecture are refused by `check_bases_match`.
+    """
+    for base in BASES:
+        name, revision = getattr(config, f"{base}_model_name_or_path"), getattr(config, f"{base}_revision")
+        pinned_name, pinned = saved_config.get(f"{base}_model_name_or_path"), saved_config.get(f"{base}_revision")
+        if (name, revision) == (pinned_name, pinned):
+            continue
+        loaded = pinned_revision(name, revision, **hub_kwargs)
+        if loaded is not None and loaded == pinned:
+            continue
+        logger.warning(
+            f"This checkpoint was trained on the {base} base {pinned_name!r} at commit "
+            f"{pinned or '(unpinned, a local folder)'}, but {name!r} at "
+            f"{loaded or 'a commit that cannot be checked (a local folder)'} is loaded instead, as requested. Outputs "
+            "may differ from the checkpoint author's; drop the override to load the pinned base."
+        )
 
 
 def load_bases(
