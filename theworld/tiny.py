@@ -61,6 +61,7 @@ END_OF_TURN_ID, BOI_ID, EOI_ID, IMAGE_ID = 6, 7, 8, 9
 
 # Rows of the embedding matrix past the tokenizer, as in the real model (262,208 rows for fewer tokens).
 SPARE_EMBEDDING_ROWS = 64
+EMBEDDING_STD = 0.3
 
 # Size of the trained BPE vocabulary, special and byte-fallback tokens included (the corpus may end it earlier).
 BPE_VOCAB_SIZE = 1536
@@ -208,10 +209,16 @@ def make_tiny_tokenizer() -> GemmaTokenizer:
     return tokenizer
 
 
-def tiny_gemma_config(vocab_size: int, **text_overrides: Any) -> Gemma3Config:
+def tiny_gemma_config(
+    vocab_size: int,
+    vision_overrides: dict[str, Any] | None = None,
+    mm_tokens_per_image: int = 16,
+    **text_overrides: Any,
+) -> Gemma3Config:
     """A two-layer Gemma 3 config in the shape of google/gemma-3-4b-it, with the tiny tokenizer's special token ids.
 
-    `text_overrides` replace entries of the text config (e.g. `num_hidden_layers=1`).
+    `text_overrides` replace entries of the text config (e.g. `num_hidden_layers=1`), `vision_overrides` entries of
+    the SigLIP config (e.g. `image_size=224`); `mm_tokens_per_image` is the number of image tokens per image.
     """
     text_config = {
         "vocab_size": vocab_size,
@@ -232,19 +239,20 @@ def tiny_gemma_config(vocab_size: int, **text_overrides: Any) -> Gemma3Config:
         "eos_token_id": [EOS_ID, END_OF_TURN_ID],
         **text_overrides,
     }
-    vision_config = SiglipVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=32,
-        patch_size=4,
-        vision_use_head=False,
-    )
+    vision_config = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "image_size": 32,
+        "patch_size": 4,
+        "vision_use_head": False,
+        **(vision_overrides or {}),
+    }
     return Gemma3Config(
         text_config=Gemma3TextConfig(**text_config),
-        vision_config=vision_config,
-        mm_tokens_per_image=16,
+        vision_config=SiglipVisionConfig(**vision_config),
+        mm_tokens_per_image=mm_tokens_per_image,
         boi_token_index=BOI_ID,
         eoi_token_index=EOI_ID,
         image_token_index=IMAGE_ID,
@@ -253,9 +261,9 @@ def tiny_gemma_config(vocab_size: int, **text_overrides: Any) -> Gemma3Config:
     )
 
 
-def tiny_vae_config() -> dict[str, Any]:
+def tiny_vae_config(**overrides: Any) -> dict[str, Any]:
     """Keyword arguments of a tiny `AutoencoderKLWan` with the real VAE's latent space: 16 channels, 8x spatial and
-    4x temporal compression, the real `latents_mean` and `latents_std`."""
+    4x temporal compression, the real `latents_mean` and `latents_std`. `overrides` replace entries (`base_dim=16`)."""
     return {
         "base_dim": 8,
         "z_dim": 16,
@@ -272,30 +280,53 @@ def tiny_vae_config() -> dict[str, Any]:
             2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
             3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.916,
         ],
+        **overrides,
     }  # fmt: skip
 
 
-def make_tiny_bases(directory: str | os.PathLike, seed: int = 0) -> TinyBases:
+def make_tiny_bases(
+    directory: str | os.PathLike,
+    seed: int = 0,
+    *,
+    text_overrides: dict[str, Any] | None = None,
+    vision_overrides: dict[str, Any] | None = None,
+    mm_tokens_per_image: int = 16,
+    vae_overrides: dict[str, Any] | None = None,
+) -> TinyBases:
     """Write a tiny random Gemma 3 to `directory/gemma` and a tiny Cosmos-Predict2 VAE repository to
-    `directory/cosmos`. The same seed gives byte-identical files."""
+    `directory/cosmos`. The same seed gives byte-identical files.
+
+    The keyword arguments resize the bases (see `tiny_gemma_config` and `tiny_vae_config`); the image processor
+    follows the SigLIP image size and `mm_tokens_per_image`.
+    """
     directory = Path(directory)
     bases = TinyBases(gemma=directory / "gemma", cosmos=directory / "cosmos")
 
     tokenizer = make_tiny_tokenizer()
+    config = tiny_gemma_config(
+        len(tokenizer) + SPARE_EMBEDDING_ROWS, vision_overrides, mm_tokens_per_image, **(text_overrides or {})
+    )
+    image_size = config.vision_config.image_size
     image_processor = Gemma3ImageProcessorPil(
-        size={"height": 32, "width": 32},
+        size={"height": image_size, "width": image_size},
         resample=PILImageResampling.BILINEAR,
         image_mean=[0.5, 0.5, 0.5],
         image_std=[0.5, 0.5, 0.5],
     )
     processor = Gemma3Processor(
-        image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE, image_seq_length=16
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        chat_template=CHAT_TEMPLATE,
+        image_seq_length=mm_tokens_per_image,
     )
     # Seed a forked generator so the caller's random state is left as it was.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Gemma3ForConditionalGeneration(tiny_gemma_config(len(tokenizer) + SPARE_EMBEDDING_ROWS))
-        vae = AutoencoderKLWan(**tiny_vae_config())
+        model = Gemma3ForConditionalGeneration(config)
+        # A trained Gemma's embedding rows are long enough for the tied output layer to make confident predictions;
+        # at this width the default init (std 0.02) caps every logit near 1 and a frozen LM could never answer.
+        torch.nn.init.normal_(model.get_input_embeddings().weight, std=EMBEDDING_STD)
+        vae = AutoencoderKLWan(**tiny_vae_config(**(vae_overrides or {})))
     # The real repository's sampling defaults.
     model.generation_config = GenerationConfig(
         bos_token_id=BOS_ID,
