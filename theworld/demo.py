@@ -1,4 +1,4 @@
-"""The offline demo: tiny bases, synthetic VSR, fine-tuning, evaluation with world ablation, reload from a fresh process.
+"""The offline demo: tiny bases, synthetic VSR, fine-tuning, evaluation with world ablation, fresh-process reload.
 
 The bases are tiny stand-ins (a random 2-layer Gemma 3 and a tiny Cosmos-style VAE trained as an autoencoder on
 synthetic scenes), so everything runs on a laptop CPU in minutes; the code path is the one real weights take.
@@ -99,7 +99,7 @@ def summary_markdown(reports: dict[str, dict[str, Any]], reload: dict[str, str],
         )
     lines += [
         "",
-        f"Fresh-process reload ({reload['class']}): asked \"{reload['caption']}\" (label {reload['label']}), "
+        f'Fresh-process reload ({reload["class"]}): asked "{reload["caption"]}" (label {reload["label"]}), '
         f"answered {reload['answer']!r}.",
         "",
         "| stage | seconds |",

@@ -15,7 +15,13 @@ from typing import Any, ClassVar
 import torch
 from diffusers import AutoencoderKLWan
 from torch import nn
-from transformers import AutoTokenizer, Gemma3ForConditionalGeneration, GenerationConfig, GenerationMixin, PreTrainedModel
+from transformers import (
+    AutoTokenizer,
+    Gemma3ForConditionalGeneration,
+    GenerationConfig,
+    GenerationMixin,
+    PreTrainedModel,
+)
 from transformers.loss.loss_utils import ForCausalLMLoss
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.modeling_utils import load_state_dict
@@ -274,7 +280,9 @@ class TheWorld(PreTrainedModel, GenerationMixin):
         )
         if self.config.enable_world:
             if inputs_embeds is None:
-                inputs_embeds = self.embed_inputs(input_ids, pixel_values, world_pixel_values, world_latents, ablate_world)
+                inputs_embeds = self.embed_inputs(
+                    input_ids, pixel_values, world_pixel_values, world_latents, ablate_world
+                )
             outputs = self.gemma(inputs_embeds=inputs_embeds, **shared)
         else:
             if input_ids is not None and bool((input_ids == self.config.world_token_id).any()):
@@ -452,7 +460,7 @@ class TheWorld(PreTrainedModel, GenerationMixin):
                 parameters[name].copy_(tensor)
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
-        """Writes the config (with `auto_map` and pinned base revisions), the code files and the trained weights only."""
+        """Writes the config (`auto_map`, pinned base revisions), the code files and the trained weights only."""
         self.register_for_auto_class("AutoModel")
         self.config.auto_map = dict(AUTO_MAP)
         kwargs.setdefault("state_dict", self.trainable_state_dict())

@@ -64,8 +64,8 @@ class TheWorldProcessor(Gemma3Processor):
         if processor.world_token_id != config.world_token_id:
             raise ValueError(
                 f"The tokenizer of {config.gemma_model_name_or_path!r} gives {WORLD_TOKEN} id "
-                f"{processor.world_token_id}, the model expects {config.world_token_id}: tokenizer and model come from "
-                "different bases."
+                f"{processor.world_token_id}, the model expects {config.world_token_id}: tokenizer and model come "
+                "from different bases."
             )
         return processor
 

@@ -87,7 +87,7 @@ def evaluate_vsr(
                 **inputs, max_new_tokens=max_new_tokens, do_sample=False, ablate_world=ablate_world
             )
             answers = tokenizer.batch_decode(generated[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-            for example, answer in zip(batch, answers):
+            for example, answer in zip(batch, answers, strict=True):
                 result.add(example, parse_answer(answer))
     finally:
         tokenizer.padding_side = padding_side
@@ -105,7 +105,9 @@ def world_ablation_report(
         "world": world.to_dict(),
         "world_ablated": ablated.to_dict(),
         "world_gain": world.overall.accuracy - ablated.overall.accuracy,
-        "answers_changed_by_ablation": sum(a != b for a, b in zip(world.predictions, ablated.predictions)),
+        "answers_changed_by_ablation": sum(
+            a != b for a, b in zip(world.predictions, ablated.predictions, strict=True)
+        ),
     }
 
 
@@ -127,8 +129,8 @@ def markdown_report(reports: dict[str, dict[str, Any]]) -> str:
                 lines.append(f"| {name} | {score['total']} | {score['accuracy']:.1%} | {off['accuracy']:.1%} |")
         lines += [
             "",
-            f"Unparsed answers (counted as wrong): {world['unparsed']} with the world on, "
-            f"{ablated['unparsed']} ablated. Answers changed by the ablation: {report['answers_changed_by_ablation']}.",
+            f"Unparsed answers (counted as wrong): {world['unparsed']} with the world on, {ablated['unparsed']} "
+            f"ablated. Answers changed by the ablation: {report['answers_changed_by_ablation']}.",
             "",
         ]
     return "\n".join(lines)

@@ -80,7 +80,7 @@ class WorldLatentCache:
             paths = missing[start : start + batch_size]
             pixels = self.processor.preprocess_world_images([load_image(path) for path in paths])
             latents = self.model.encode_world(pixels.to(self.model.device)).cpu()  # (n, z_dim, h, w)
-            for path, latent in zip(paths, latents):
+            for path, latent in zip(paths, latents, strict=True):
                 self._write(self.key(path), latent.contiguous())
         return len(missing)
 

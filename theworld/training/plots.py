@@ -16,7 +16,7 @@ def plot_curves(history: dict[str, list], output_dir: Path) -> list[Path]:
         points = history.get(key) or []
         if not points:
             continue
-        steps, values = zip(*points)
+        steps, values = zip(*points, strict=True)
         figure, axes = plt.subplots(figsize=(6, 4))
         axes.plot(steps, values, marker="o" if len(points) < 30 else None)
         axes.set_xlabel("optimizer step")

@@ -146,7 +146,9 @@ def train(config: TrainingConfig) -> TrainingResult:
 
     latent_cache = None
     if config.use_latent_cache:
-        latent_cache = WorldLatentCache(config.latent_cache_dir or config.output_dir / "latent-cache", model, processor)
+        latent_cache = WorldLatentCache(
+            config.latent_cache_dir or config.output_dir / "latent-cache", model, processor
+        )
         with accelerator.main_process_first():
             latent_cache.fill(
                 [example.image_path for example in train_examples],
