@@ -156,7 +156,7 @@ LOAD_SCRIPT = (
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
             exec(compile((out / "snippet.py").read_text(), "snippet.py", "exec"), {})
-        report["snippet"] = printed.getvalue().strip()
+        report["snippet"] = printed.getvalue()[:-1]  # print() adds one newline
         models["projector"].push_to_hub(sys.argv[3])  # the remote code's push_to_hub, with no card builder
         print(json.dumps(report))
         """
