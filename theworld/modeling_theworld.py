@@ -124,8 +124,8 @@ class TheWorld(PreTrainedModel, GenerationMixin):
 
     # ------------------------------------------------------------------ trainable part
 
-    def trainable_prefixes(self) -> tuple[str, ...]:
-        """Parameter-name prefixes of what this configuration trains (and therefore saves)."""
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
+        """The parameters this configuration trains (and therefore saves), by name."""
         prefixes = ["world_projector.", "world_boundary_embeddings"]
         if not self.config.freeze_language_model:
             prefixes += ["gemma.model.language_model.", "gemma.lm_head."]
@@ -133,22 +133,24 @@ class TheWorld(PreTrainedModel, GenerationMixin):
             prefixes.append("gemma.model.vision_tower.")
         if not self.config.freeze_multi_modal_projector:
             prefixes.append("gemma.model.multi_modal_projector.")
-        return tuple(prefixes)
-
-    def is_trainable_parameter(self, name: str) -> bool:
-        return name.startswith(self.trainable_prefixes()) or (self.config.lora_config is not None and "lora_" in name)
+        has_lora = self.config.lora_config is not None
+        return {
+            name: parameter
+            for name, parameter in self.named_parameters()
+            if name.startswith(tuple(prefixes)) or (has_lora and "lora_" in name)
+        }
 
     def apply_freezing(self) -> None:
         """Freezes everything but the parts the configuration trains; trainable parameters are kept in fp32."""
+        trainable = self.trainable_parameters()
         for name, parameter in self.named_parameters():
-            trainable = self.is_trainable_parameter(name)
-            parameter.requires_grad_(trainable)
-            if trainable and parameter.is_floating_point() and parameter.dtype != torch.float32:
+            parameter.requires_grad_(name in trainable)
+            if name in trainable and parameter.is_floating_point() and parameter.dtype != torch.float32:
                 parameter.data = parameter.data.float()
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights a checkpoint holds: exactly the trainable parameters."""
-        return {name: p.detach() for name, p in self.named_parameters() if self.is_trainable_parameter(name)}
+        return {name: parameter.detach() for name, parameter in self.trainable_parameters().items()}
 
     # ------------------------------------------------------------------ world path
 
