@@ -34,12 +34,13 @@ def real_model() -> TheWorld:
     return build_real_scale_model()
 
 
-def world_parameter_count(hidden: int, token_dim: int, projector_type: str) -> int:
-    """Projector (Linear(token_dim, hidden) [+ GELU + Linear(hidden, hidden)]) plus two boundary embeddings."""
+def world_parameter_count(hidden: int, token_dim: int, projector_type: str, num_world_tokens: int) -> int:
+    """Projector (Linear(token_dim, hidden) [+ GELU + Linear(hidden, hidden)]), two boundary embeddings and one
+    position embedding per world token."""
     projector = token_dim * hidden + hidden
     if projector_type == "mlp":
         projector += hidden * hidden + hidden
-    return projector + 2 * hidden
+    return projector + 2 * hidden + num_world_tokens * hidden
 
 
 def test_real_configs_ship_with_the_package():
@@ -59,7 +60,7 @@ def test_real_scale_parameter_counts(real_model):
     token_dim = vae["z_dim"] * (latent_side // config.world_grid_size) ** 2
     assert (hidden, config.num_world_tokens, token_dim) == (2560, 16 * 16, config.world_token_dim)
 
-    world = world_parameter_count(hidden, token_dim, config.projector_type)
+    world = world_parameter_count(hidden, token_dim, config.projector_type, config.num_world_tokens)
     assert report["gemma_parameters"] == GEMMA_3_4B_PARAMETERS
     assert report["vae_encoder_parameters"] == COSMOS_VAE_ENCODER_PARAMETERS
     assert report["world_parameters"] == world
@@ -120,7 +121,9 @@ def test_real_scale_world_layouts(grid, config):
     latent_side = model.config.world_image_size // model.config.vae_spatial_compression
     token_dim = 16 * (latent_side // grid) ** 2
     assert report["num_world_tokens"] == grid * grid
-    assert report["trainable_parameters"] == world_parameter_count(hidden, token_dim, model.config.projector_type)
+    assert report["trainable_parameters"] == world_parameter_count(
+        hidden, token_dim, model.config.projector_type, model.config.num_world_tokens
+    )
 
 
 def test_scale_module_prints_a_table(capsys):

@@ -98,6 +98,9 @@ class TheWorld(PreTrainedModel, GenerationMixin):
         self.vae.post_quant_conv = None
         self.world_projector = TheWorldProjector(config)
         hidden_size = config.get_text_config().hidden_size
+        # Where each world token's latent patch lies in the image, so attention that finds an object by content also
+        # reads its position (RoPE only relates positions inside attention scores, not in what is read).
+        self.world_position_embeddings = nn.Parameter(torch.zeros(config.num_world_tokens, hidden_size))
         # Embeddings of <start_of_world> and <end_of_world>, already in Gemma's scaled embedding space.
         self.world_boundary_embeddings = nn.Parameter(torch.zeros(2, hidden_size))
         z_dim = config.vae_config["z_dim"]
@@ -121,12 +124,13 @@ class TheWorld(PreTrainedModel, GenerationMixin):
                     layer.bias.zero_()
         elif isinstance(module, TheWorld):
             module.world_boundary_embeddings.normal_(mean=0.0, std=std)
+            module.world_position_embeddings.normal_(mean=0.0, std=std)
 
     # ------------------------------------------------------------------ trainable part
 
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
         """The parameters this configuration trains (and therefore saves), by name."""
-        prefixes = ["world_projector.", "world_boundary_embeddings"]
+        prefixes = ["world_projector.", "world_boundary_embeddings", "world_position_embeddings"]
         if not self.config.freeze_language_model:
             prefixes += ["gemma.model.language_model.", "gemma.lm_head."]
         if not self.config.freeze_vision_tower:
@@ -187,7 +191,7 @@ class TheWorld(PreTrainedModel, GenerationMixin):
         patches = world_latents.reshape(num_images, z_dim, grid, patch, grid, patch).permute(0, 2, 4, 1, 3, 5)
         patches = patches.reshape(num_images, grid * grid, z_dim * patch * patch)
         projector_dtype = self.world_projector.layers[0].weight.dtype
-        return self.world_projector(patches.to(projector_dtype))
+        return self.world_projector(patches.to(projector_dtype)) + self.world_position_embeddings
 
     def embed_inputs(
         self,

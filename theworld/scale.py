@@ -109,7 +109,7 @@ def parameter_report(model: TheWorld) -> dict[str, Any]:
         "total_parameters": total,
         "gemma_parameters": count("gemma."),
         "vae_encoder_parameters": count("vae."),
-        "world_parameters": count("world_projector.") + count("world_boundary_embeddings"),
+        "world_parameters": count("world_"),
         "trainable_parameters": trainable_count,
         "trainable_share": trainable_count / total,
         "trainable_dtypes": sorted({str(p.dtype).removeprefix("torch.") for p in trainable.values()}),
