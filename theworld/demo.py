@@ -18,18 +18,18 @@ from .data import load_vsr_split, synthesize_vsr
 from .modeling_theworld import TheWorld
 from .processing_theworld import TheWorldProcessor
 from .tiny import make_tiny_bases
-from .tiny_vae import cached_trained_tiny_vae
+from .tiny_vae import DEFAULT_STEPS, cached_trained_tiny_vae
 from .training import TrainingConfig, train, world_ablation_report, write_reports
 
 # The default recipe for the tiny stand-in bases (see the README for the recipe on real weights).
 DEMO_RECIPE: dict[str, Any] = {
     "world_image_size": 64,
-    "world_grid_size": 1,
+    "world_grid_size": 8,
     "projector_type": "mlp",
-    "lora_rank": 8,
-    "learning_rate": 2e-3,
+    "train_language_model": True,
+    "learning_rate": 1e-3,
     "batch_size": 16,
-    "epochs": 2,
+    "epochs": 1,
     "warmup_steps": 10,
     "save_every": 100,
     "eval_every": 50,
@@ -58,10 +58,11 @@ print(json.dumps({"class": type(model).__module__ + "." + type(model).__name__, 
 class DemoConfig:
     output_dir: Path
     seed: int = 0
-    n_train: int = 2000
+    n_train: int = 4000
     n_dev: int = 200
     n_test: int = 400
     recipe: dict[str, Any] = field(default_factory=lambda: dict(DEMO_RECIPE))
+    vae_steps: int = DEFAULT_STEPS
     progress: bool = True
 
 
@@ -120,7 +121,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
 
     started = time.perf_counter()
     bases = make_tiny_bases(output_dir / "bases", seed=config.seed)
-    cosmos = cached_trained_tiny_vae(seed=config.seed, progress=config.progress)
+    cosmos = cached_trained_tiny_vae(seed=config.seed, steps=config.vae_steps, progress=config.progress)
     timed("bases (tiny Gemma 3, trained tiny VAE)", started)
 
     started = time.perf_counter()
