@@ -1,0 +1,61 @@
+"""A reduced run of the offline demo: every stage, on fewer examples and steps."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from theworld.demo import DEMO_RECIPE, DemoConfig, run_demo
+from theworld.tiny_vae import QUICK_STEPS
+from theworld.training import parse_answer
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    output_dir = tmp_path_factory.mktemp("demo")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("THEWORLD_CACHE", str(tmp_path_factory.mktemp("cache")))
+        recipe = {**DEMO_RECIPE, "eval_every": 10, "eval_examples": 16}
+        config = DemoConfig(
+            output_dir=output_dir,
+            n_train=480,
+            n_dev=16,
+            n_test=64,
+            recipe=recipe,
+            vae_steps=QUICK_STEPS,
+            progress=False,
+        )
+        return output_dir, run_demo(config)
+
+
+def test_demo_leaves_its_outputs(demo):
+    output_dir, _ = demo
+    for name in ("checkpoint/model.safetensors", "checkpoint/modeling_theworld.py", "eval.json", "eval.md"):
+        assert (output_dir / name).is_file(), name
+    for name in ("summary.md", "loss.png", "accuracy.png", "zero-shot/checkpoint/config.json"):
+        assert (output_dir / name).is_file(), name
+
+
+def test_demo_evaluates_both_test_sets_with_the_world_ablated(demo):
+    output_dir, result = demo
+    reports = json.loads((output_dir / "eval.json").read_text())
+    assert set(reports) == {"random/test", "zero-shot/test"}
+    for report in reports.values():
+        assert report["examples"] == 64
+        assert report["world"]["total"] == report["world_ablated"]["total"] == 64
+    assert "world ablated" in result["summary"] and "zero-shot/test" in result["summary"]
+
+
+def test_demo_training_learns_the_answer_format(demo):
+    output_dir, result = demo
+    history = json.loads((output_dir / "history.json").read_text())
+    losses = [loss for _, loss in history["loss"]]
+    # From about ln(vocabulary) ~ 7 to well under 1: the model answers "True" or "False" and closes its turn.
+    assert losses[0] > 3 and max(losses[-5:]) < 1.0
+    assert result["reports"]["random/test"]["world"]["unparsed"] == 0
+
+
+def test_demo_reloads_in_a_process_without_theworld(demo):
+    _, result = demo
+    assert result["reload"]["class"].startswith("transformers_modules.")
+    assert parse_answer(result["reload"]["answer"]) in (0, 1)
