@@ -118,7 +118,10 @@ def test_world_tokens_take_spare_embedding_rows(tiny_bases, make_world):
     ]
     # Only the world part trains, in fp32.
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-    assert trainable and all(name.startswith(("world_projector.", "world_boundary_embeddings")) for name in trainable)
+    assert trainable and all(
+        name.startswith(("world_projector.", "world_boundary_embeddings", "world_position_embeddings"))
+        for name in trainable
+    )
     assert all(p.dtype == torch.float32 for p in model.trainable_state_dict().values())
 
 
