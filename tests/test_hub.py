@@ -27,7 +27,7 @@ from hub_server import FakeHub, hub_env
 from huggingface_hub import HfApi, ModelCard, constants, hf_hub_download
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, Gemma3ForConditionalGeneration
-from world_inputs import make_image
+from world_inputs import CHECKPOINT_FILES, make_image
 
 import theworld
 from theworld import TheWorld
@@ -41,18 +41,7 @@ GEMMA, COSMOS, NARROW_GEMMA = "tiny-org/gemma", "tiny-org/cosmos", "tiny-org/gem
 PROJECTOR, LORA, CLI_REPO = "tiny-org/theworld-projector", "tiny-org/theworld-lora", "tiny-org/theworld-cli"
 PICKLED, OTHER_BASE = "tiny-org/theworld-pickled", "tiny-org/theworld-other-base"
 REPUSHED = "tiny-org/theworld-repushed"
-PUSHED_FILES = {
-    ".gitattributes",
-    "README.md",
-    "config.json",
-    "generation_config.json",
-    "model.safetensors",
-    *REMOTE_CODE_FILES,
-    "processor_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "chat_template.jinja",
-}
+PUSHED_FILES = {".gitattributes", "README.md", *CHECKPOINT_FILES}
 LORA_CONFIG = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "lora_dropout": 0.0}
 
 # Shared by both scripts: the outputs compared between the original model and the one loaded from the Hub.

@@ -19,24 +19,12 @@ from hub_cache import populate_hub_cache, repo_folder_name
 from PIL import Image
 from transformers import AutoConfig
 from transformers.dynamic_module_utils import get_imports
-from world_inputs import make_image, perturb_trainable, prompt
+from world_inputs import CHECKPOINT_FILES, make_image, perturb_trainable, prompt
 
 import theworld
 from theworld import TheWorld, TheWorldConfig, TheWorldProcessor
+from theworld.hub.files import REMOTE_CODE_FILES
 
-REMOTE_CODE_FILES = ("configuration_theworld.py", "modeling_theworld.py", "processing_theworld.py")
-# What a checkpoint folder holds. The processor's image settings live inside processor_config.json (transformers 5
-# writes no separate preprocessor_config.json), the chat template in chat_template.jinja.
-CHECKPOINT_FILES = {
-    "config.json",
-    "generation_config.json",
-    "model.safetensors",
-    *REMOTE_CODE_FILES,
-    "processor_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "chat_template.jinja",
-}
 # What the remote code may import besides the standard library.
 REMOTE_CODE_REQUIREMENTS = {"torch", "transformers", "diffusers", "huggingface_hub", "numpy", "PIL"}
 

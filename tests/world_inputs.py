@@ -4,6 +4,21 @@ import numpy as np
 import torch
 from PIL import Image
 
+from theworld.hub.files import REMOTE_CODE_FILES
+
+# What a checkpoint folder holds. The processor's image settings live inside processor_config.json (transformers 5
+# writes no separate preprocessor_config.json), the chat template in chat_template.jinja.
+CHECKPOINT_FILES = {
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    *REMOTE_CODE_FILES,
+    "processor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+}
+
 QUESTION = "Is the red circle left of the blue square?"
 OTHER_QUESTION = "Statement: The cat is on the mat. Answer with True or False."
 
