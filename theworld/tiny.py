@@ -341,7 +341,13 @@ def make_tiny_bases(
     # transformers 5 keeps the image processor inside processor_config.json; the real repository also has its own file.
     image_processor.save_pretrained(bases.gemma)
 
-    vae.save_pretrained(bases.cosmos / "vae")
+    write_cosmos_repository(vae, bases.cosmos)
+    return bases
+
+
+def write_cosmos_repository(vae: AutoencoderKLWan, directory: Path) -> None:
+    """Save `vae` in the layout of the real Cosmos-Predict2 repository: `model_index.json` and `vae/`."""
+    vae.save_pretrained(directory / "vae")
     # Only the VAE is stored, so the index names only the VAE.
     model_index = {
         "_class_name": "Cosmos2VideoToWorldPipeline",
@@ -349,5 +355,4 @@ def make_tiny_bases(
         "vae": ["diffusers", "AutoencoderKLWan"],
     }
     index_text = json.dumps(model_index, indent=2, sort_keys=True) + "\n"
-    (bases.cosmos / "model_index.json").write_text(index_text, encoding="utf-8")
-    return bases
+    (directory / "model_index.json").write_text(index_text, encoding="utf-8")

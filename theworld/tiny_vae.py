@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MethodType
 
-import diffusers
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -30,7 +29,7 @@ from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
 from tqdm.auto import tqdm
 
 from .data.synth import random_scene
-from .tiny import tiny_vae_config
+from .tiny import tiny_vae_config, write_cosmos_repository
 
 __all__ = [
     "DEFAULT_STEPS",
@@ -152,18 +151,6 @@ def _num_threads(num_threads: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _write_repository(vae: AutoencoderKLWan, directory: Path) -> None:
-    """Save `vae` the way the real Cosmos-Predict2 repository lays it out (only the VAE, as `make_tiny_bases` does)."""
-    vae.save_pretrained(directory / "vae")
-    model_index = {
-        "_class_name": "Cosmos2VideoToWorldPipeline",
-        "_diffusers_version": diffusers.__version__,
-        "vae": ["diffusers", "AutoencoderKLWan"],
-    }
-    index_text = json.dumps(model_index, indent=2, sort_keys=True) + "\n"
-    (directory / "model_index.json").write_text(index_text, encoding="utf-8")
-
-
 def train_tiny_vae(
     directory: str | os.PathLike,
     *,
@@ -211,7 +198,7 @@ def train_tiny_vae(
                 latents_std=[round(value, 4) for value in latents.std(dim=1).tolist()],
             )
             psnr = reconstruction_psnr(vae, scene_pixels(random.Random(HELD_OUT_SEED), NUM_EVAL_SCENES, image_size))
-    _write_repository(vae, directory)
+    write_cosmos_repository(vae, directory)
     return TinyVAEReport(path=directory, steps=steps, seconds=time.perf_counter() - start, psnr=psnr)
 
 
