@@ -110,6 +110,12 @@ LOAD_SCRIPT = (
         """
         import contextlib, io, logging
         from transformers import AutoModel, AutoProcessor
+        from transformers.utils import logging as transformers_logging
+
+        # Transformers propagates its warnings to the root logger only when CI is set; collect them either way.
+        transformers_logging.enable_propagation()
+        # Transformers' standard notice for remote code fetched without a pinned revision; expected here.
+        REMOTE_CODE_NOTICE = "A new version of the following files was downloaded"
 
         try:
             import theworld  # noqa: F401
@@ -124,7 +130,8 @@ LOAD_SCRIPT = (
                 self.messages = []
 
             def emit(self, record):
-                self.messages.append(record.getMessage())
+                if not record.getMessage().startswith(REMOTE_CODE_NOTICE):
+                    self.messages.append(record.getMessage())
 
         question = json.loads((out / "answers.json").read_text())["question"]
         models = {}
