@@ -43,9 +43,12 @@ def _synth_vsr(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-dev", type=int, default=200)
     parser.add_argument("--n-test", type=int, default=400)
     parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument(
+        "--relations", nargs="+", metavar="RELATION", help='only these relations (e.g. "close to" "far away from")'
+    )
 
     def run(args: argparse.Namespace) -> None:
-        from .data import synthesize_vsr
+        from .data import SYNTH_RELATIONS, synthesize_vsr
 
         synthesize_vsr(
             args.directory,
@@ -55,6 +58,7 @@ def _synth_vsr(parser: argparse.ArgumentParser) -> None:
             n_test=args.n_test,
             image_size=args.image_size,
             zero_shot=args.zero_shot,
+            relations=args.relations or SYNTH_RELATIONS,
         )
         print(f"wrote {args.directory}/{{train,dev,test}}.jsonl and {args.directory}/images/")
 
@@ -129,12 +133,19 @@ def _eval(parser: argparse.ArgumentParser) -> None:
 def _demo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--relations", nargs="+", metavar="RELATION", help='caption relations (default: "close to" "far away from")'
+    )
+    parser.add_argument("--all-relations", action="store_true", help="captions with every synthetic relation")
     parser.add_argument("--quiet", dest="progress", action="store_false")
 
     def run(args: argparse.Namespace) -> None:
-        from .demo import DemoConfig, run_demo
+        from .data import SYNTH_RELATIONS
+        from .demo import DEMO_RELATIONS, DemoConfig, run_demo
 
-        result = run_demo(DemoConfig(output_dir=args.output_dir, seed=args.seed, progress=args.progress))
+        relations = SYNTH_RELATIONS if args.all_relations else tuple(args.relations or DEMO_RELATIONS)
+        config = DemoConfig(output_dir=args.output_dir, seed=args.seed, relations=relations, progress=args.progress)
+        result = run_demo(config)
         print(result["summary"])
         print(f"wrote {args.output_dir}/checkpoint, eval.json, eval.md, summary.md, loss.png, accuracy.png")
 

@@ -255,6 +255,7 @@ def _write_split(
     seed: int,
     image_size: int,
     zero_shot: bool,
+    relations: tuple[str, ...],
 ) -> None:
     if n <= 0 or n % 2:
         raise ValueError(f"n_{split} must be a positive even number (labels are balanced exactly), got {n}")
@@ -263,7 +264,7 @@ def _write_split(
         concepts = [c for g in _ZERO_SHOT_GROUPS[split] for c in _group_concepts(g)]
     else:
         concepts = [(colour, shape) for colour in COLOURS for shape in SHAPES]
-    plan = [(SYNTH_RELATIONS[(i // 2) % len(SYNTH_RELATIONS)], 1 - i % 2) for i in range(n)]
+    plan = [(relations[(i // 2) % len(relations)], 1 - i % 2) for i in range(n)]
     rng.shuffle(plan)
     with (directory / f"{split}.jsonl").open("w", encoding="utf-8", newline="\n") as f:
         for offset, (relation, label) in enumerate(plan):
@@ -286,6 +287,7 @@ def synthesize_vsr(
     n_test: int = 400,
     image_size: int = 64,
     zero_shot: bool = False,
+    relations: Sequence[str] = SYNTH_RELATIONS,
 ) -> Path:
     """Write a synthetic VSR data set: `train.jsonl`, `dev.jsonl`, `test.jsonl` and `images/`.
 
@@ -293,13 +295,17 @@ def synthesize_vsr(
     zero-shot split `subj` and `obj`) plus `objects`, the two drawn objects (subject first) with
     their boxes. Each image has one caption; labels are exactly half true in every split, and each
     relation is true and false equally often. With `zero_shot=True`, the concepts ("colour shape")
-    of train, dev and test are disjoint (see `ZERO_SHOT_CONCEPTS`). Output is byte-identical for a
-    given seed and arguments. Returns `directory`.
+    of train, dev and test are disjoint (see `ZERO_SHOT_CONCEPTS`). `relations` restricts the
+    captions to some of `SYNTH_RELATIONS`. Output is byte-identical for a given seed and arguments.
+    Returns `directory`.
     """
+    unknown = sorted(set(relations) - set(SYNTH_RELATIONS))
+    if unknown or not relations:
+        raise ValueError(f"relations must be a non-empty subset of {SYNTH_RELATIONS}; got {list(relations)}")
     directory = Path(directory)
     (directory / "images").mkdir(parents=True, exist_ok=True)
     first_id = 1
     for split, n in (("train", n_train), ("dev", n_dev), ("test", n_test)):
-        _write_split(directory, split, n, first_id, seed, image_size, zero_shot)
+        _write_split(directory, split, n, first_id, seed, image_size, zero_shot, tuple(relations))
         first_id += n
     return directory
