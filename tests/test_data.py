@@ -200,6 +200,24 @@ def test_random_scene_is_reproducible():
     assert first.tobytes() != random_scene(random.Random(8), image_size=48).tobytes()
 
 
+def test_relations_restrict_the_captions(tmp_path):
+    proximity = ("close to", "far away from")
+    directory = synthesize_vsr(tmp_path, n_train=40, n_dev=4, n_test=8, relations=proximity)
+    rows = read_jsonl(directory / "train.jsonl")
+    assert sorted(row["relation"] for row in rows) == sorted(proximity * 20)
+    for relation in proximity:  # each relation still true and false equally often
+        assert sum(row["label"] for row in rows if row["relation"] == relation) == 10
+    for row in rows:
+        objects = [SceneObject(o["colour"], o["shape"], tuple(o["box"])) for o in row["objects"]]
+        assert relation_holds(row["relation"], *objects) == bool(row["label"])
+
+
+@pytest.mark.parametrize("relations", [(), ("close to", "inside")])
+def test_unknown_relations_are_rejected(tmp_path, relations):
+    with pytest.raises(ValueError, match="relations must be a non-empty subset"):
+        synthesize_vsr(tmp_path, n_train=4, n_dev=2, n_test=2, relations=relations)
+
+
 def test_odd_split_size_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="n_dev"):
         synthesize_vsr(tmp_path, n_train=4, n_dev=3, n_test=4)
