@@ -1,6 +1,9 @@
-"""Shared fixtures: tiny offline base models built once per test session."""
+"""Shared fixtures: tiny offline base models built once per test session, and a Hub client for the fake Hub."""
+
+from collections.abc import Iterator
 
 import pytest
+from huggingface_hub import constants
 
 from theworld import TheWorld, TheWorldProcessor
 from theworld.tiny import TinyBases, make_tiny_bases
@@ -22,3 +25,13 @@ def make_world(tiny_bases: TinyBases):
         return model, TheWorldProcessor.from_model_config(model.config)
 
     return build
+
+
+@pytest.fixture(scope="module")
+def online_hub_client() -> Iterator[None]:
+    """This process's own Hub client goes online (to a fake Hub at an explicit endpoint), whatever HF_HUB_OFFLINE
+    says, and never fetches telemetry or its agent list from huggingface.co."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(constants, "HF_HUB_OFFLINE", False)
+        patch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
+        yield

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import torch
 from hub_server import FakeHub, hub_env
-from huggingface_hub import HfApi, ModelCard, constants, hf_hub_download
+from huggingface_hub import HfApi, ModelCard, hf_hub_download
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, Gemma3ForConditionalGeneration
 from world_inputs import CHECKPOINT_FILES, make_image
@@ -34,6 +34,8 @@ from theworld import TheWorld
 from theworld.hub.files import REMOTE_CODE_FILES
 from theworld.hub.push import push_checkpoint
 from theworld.tiny import tiny_gemma_config
+
+pytestmark = pytest.mark.usefixtures("online_hub_client")
 
 TESTS = Path(__file__).parent
 PACKAGE = Path(theworld.__file__).parent
@@ -200,15 +202,6 @@ def subprocess_env(hub: FakeHub, folder: Path) -> dict[str, str]:
 
 def trained(outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {key.removeprefix("trained."): value for key, value in outputs.items() if key.startswith("trained.")}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _online_client() -> Iterator[None]:
-    """This process's own client talks to the fake Hub (explicit endpoints), whatever HF_HUB_OFFLINE says."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(constants, "HF_HUB_OFFLINE", False)
-        patch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,15 @@ from pathlib import Path
 
 import pytest
 from hub_server import INITIAL_GITATTRIBUTES, FakeHub, hub_env
-from huggingface_hub import HfApi, constants, hf_hub_download, snapshot_download
+from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HfHubHTTPError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+
+pytestmark = pytest.mark.usefixtures("online_hub_client")
 
 REPO_ID = "tester/tiny-model"
 
@@ -31,15 +33,6 @@ class Published:
     api: HfApi
     main_sha: str
     trees: dict[str, dict[str, bytes]]  # revision (branch name or commit sha) -> {path: content}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _online_client() -> Iterator[None]:
-    """Make this process's client online and keep it from fetching its agent list from huggingface.co."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(constants, "HF_HUB_OFFLINE", False)
-        patch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
-        yield
 
 
 def _write_tree(folder: Path, files: dict[str, bytes]) -> Path:
