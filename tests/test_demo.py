@@ -9,7 +9,7 @@ from theworld.demo import DEMO_RECIPE, DemoConfig, run_demo
 from theworld.tiny_vae import QUICK_STEPS
 from theworld.training import parse_answer
 
-TRAIN_EXAMPLES = 3200  # 200 steps of 16
+TRAIN_EXAMPLES = 4800  # 300 steps of 16
 TEST_EXAMPLES = 128
 
 

@@ -28,7 +28,7 @@ DEMO_RECIPE: dict[str, Any] = {
     "world_grid_size": 1,
     "projector_type": "mlp",
     "train_language_model": True,
-    "learning_rate": 1e-3,
+    "learning_rate": 2e-3,
     "batch_size": 16,
     "epochs": 1,
     "warmup_steps": 10,
@@ -63,7 +63,7 @@ print(json.dumps({"class": type(model).__module__ + "." + type(model).__name__, 
 class DemoConfig:
     output_dir: Path
     seed: int = 0
-    n_train: int = 6000
+    n_train: int = 10000
     n_dev: int = 200
     n_test: int = 400
     relations: tuple[str, ...] = DEMO_RELATIONS
