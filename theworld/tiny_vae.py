@@ -226,15 +226,14 @@ def cached_trained_tiny_vae(
     finishes first, its entry is kept.
     """
     root = Path(cache_dir) if cache_dir is not None else _default_cache_root()
-    settings = {
-        "architecture": tiny_vae_config(),
+    training = {
         "seed": seed,
         "steps": steps,
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "image_size": image_size,
-        "format_version": FORMAT_VERSION,
     }
+    settings = {"architecture": tiny_vae_config(), **training, "format_version": FORMAT_VERSION}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest()[:16]
     target = root / f"seed{seed}-steps{steps}-{key}"
     if target.is_dir():
@@ -242,15 +241,7 @@ def cached_trained_tiny_vae(
     root.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
     try:
-        train_tiny_vae(
-            building,
-            seed=seed,
-            steps=steps,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            image_size=image_size,
-            progress=progress,
-        )
+        train_tiny_vae(building, **training, progress=progress)
         try:
             os.rename(building, target)
         except OSError:
