@@ -1,9 +1,37 @@
 """TheWorld configuration: a frozen Gemma 3 and a frozen Cosmos VAE joined by a small trainable world projector."""
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from huggingface_hub.dataclasses import strict
-from transformers import Gemma3Config, PreTrainedConfig
+from packaging.version import Version
+
+# The oldest releases this code runs on; pyproject.toml states the same range. Checked before anything else is
+# imported from them, so an older installation fails here with a message that says what to install.
+MINIMUM_VERSIONS = {"transformers": "5.0.0", "diffusers": "0.35.0"}
+
+
+def check_library_versions() -> None:
+    """Raises an ImportError naming the installed and the needed version of any library older than TheWorld needs."""
+    too_old = {}
+    for name, minimum in MINIMUM_VERSIONS.items():
+        try:
+            installed = version(name)
+        except PackageNotFoundError:
+            installed = None
+        if installed is None or Version(installed) < Version(minimum):
+            too_old[name] = (minimum, installed)
+    if too_old:
+        needed = ", ".join(
+            f"{name}>={minimum} (installed: {found or 'none'})" for name, (minimum, found) in too_old.items()
+        )
+        upgrade = " ".join(f'"{name}>={minimum}"' for name, (minimum, _) in too_old.items())
+        raise ImportError(f"TheWorld needs {needed}. Upgrade with: pip install -U {upgrade}")
+
+
+check_library_versions()
+
+from huggingface_hub.dataclasses import strict  # noqa: E402
+from transformers import Gemma3Config, PreTrainedConfig  # noqa: E402
 
 WORLD_START_TOKEN = "<start_of_world>"
 WORLD_TOKEN = "<world_soft_token>"

@@ -14,9 +14,12 @@ from typing import Any, ClassVar
 
 import torch
 from diffusers import AutoencoderKLWan
+from diffusers.utils import SAFETENSORS_WEIGHTS_NAME as VAE_WEIGHTS_NAME
+from safetensors import safe_open
 from torch import nn
 from transformers import (
     AutoTokenizer,
+    Cache,
     Gemma3ForConditionalGeneration,
     GenerationConfig,
     GenerationMixin,
@@ -42,6 +45,36 @@ AUTO_MAP = {
 GEMMA_ARCHITECTURE_KEYS = ("hidden_size", "num_hidden_layers", "vocab_size", "num_attention_heads", "head_dim")
 VAE_ARCHITECTURE_KEYS = ("z_dim", "base_dim", "dim_mult", "temperal_downsample")
 BASES = ("gemma", "cosmos")
+# The name under which the KV cache goes into and comes out of Gemma 3: transformers 5.24 renamed `past_key_values` to
+# `cache` (the old name goes away in 5.40). Decided here, once, from the installed transformers.
+CACHE_NAME = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+# Arguments of `PreTrainedModel.from_pretrained` that are passed on to the Gemma 3 base load as they are.
+GEMMA_LOADING_KWARGS = ("max_memory", "offload_folder", "offload_buffers", "quantization_config")
+# Arguments of `PreTrainedModel.from_pretrained` that do not apply to TheWorld, and why.
+UNSUPPORTED_LOADING_KWARGS = {
+    "gguf_file": "a TheWorld checkpoint is a safetensors file; a GGUF Gemma 3 is a base: build on it with from_bases",
+    "variant": f"a TheWorld checkpoint has one weights file, {WEIGHTS_NAME}",
+    "state_dict": "the trained weights come from the checkpoint; load others with model.load_trainable_weights(...)",
+    "ignore_mismatched_sizes": "the trained part must fit its bases exactly; a mismatch is an error that names it",
+    "key_mapping": "TheWorld's weights are saved under TheWorld's own parameter names",
+    "tp_plan": "tensor parallelism is not supported; spread the frozen bases with device_map",
+    "tp_size": "tensor parallelism is not supported; spread the frozen bases with device_map",
+    "device_mesh": "tensor parallelism is not supported; spread the frozen bases with device_map",
+    "distributed_config": "tensor parallelism is not supported; spread the frozen bases with device_map",
+}
+# What transformers itself accepts and no longer uses (`low_cpu_mem_usage`), or what only the Auto classes and
+# pipelines read (`trust_remote_code`, `code_revision`, ...): accepted and ignored, as by any Transformers model.
+IGNORED_LOADING_KWARGS = (
+    "trust_remote_code",
+    "code_revision",
+    "_from_auto",
+    "_from_pipeline",
+    "_commit_hash",
+    "adapter_kwargs",
+    "low_cpu_mem_usage",
+)
+# safetensors dtype names of floating-point weights.
+SAFETENSORS_FLOAT_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 
 logger = logging.get_logger(__name__)
 
@@ -245,31 +278,36 @@ class TheWorld(PreTrainedModel, GenerationMixin):
         world_latents: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Any | None = None,
+        cache: Cache | None = None,
         token_type_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         ablate_world: bool = False,
+        return_dict: bool | None = None,
+        past_key_values: Cache | None = None,
         **kwargs,
-    ) -> CausalLMOutputWithPast:
+    ) -> CausalLMOutputWithPast | tuple:
         r"""
         world_pixel_values (`torch.Tensor` of shape `(num_images, 3, world_image_size, world_image_size)`):
             The world view of each image, in [-1, 1], in the order the images appear in the batch.
         world_latents (`torch.Tensor` of shape `(num_images, z_dim, latent_size, latent_size)`):
             Precomputed normalised VAE latents (see `encode_world`), instead of `world_pixel_values`.
+        cache (`Cache`, *optional*):
+            The KV cache of earlier steps (`past_key_values` is its name before transformers 5.24; both are taken).
         labels (`torch.LongTensor` of shape `(batch, seq)`):
             Next-token targets; positions holding -100 carry no loss.
         ablate_world (`bool`):
             Zero the world tokens (the placeholders stay), to measure what the world path contributes.
         """
+        cache = cache if cache is not None else past_key_values
         if (
             self.config.enable_world
             and position_ids is None
             and attention_mask is not None
             and attention_mask.ndim == 2
-            and (past_key_values is None or past_key_values.get_seq_length() == 0)
+            and (cache is None or cache.get_seq_length() == 0)
         ):
             # Positions count real tokens only, so a left-padded row sees the positions it would see alone. Without the
             # world path, Gemma 3 picks its own positions, so its logits stay bit-identical.
@@ -278,10 +316,10 @@ class TheWorld(PreTrainedModel, GenerationMixin):
         shared = dict(
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             token_type_ids=token_type_ids,
             use_cache=use_cache,
             logits_to_keep=logits_to_keep,
+            **{CACHE_NAME: cache},
             **kwargs,
         )
         if self.config.enable_world:
@@ -302,13 +340,14 @@ class TheWorld(PreTrainedModel, GenerationMixin):
         if labels is not None:
             vocab_size = self.config.get_text_config().vocab_size
             loss = ForCausalLMLoss(logits=outputs.logits, labels=labels, vocab_size=vocab_size)
-        return CausalLMOutputWithPast(
+        output = CausalLMOutputWithPast(
             loss=loss,
             logits=outputs.logits,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
         )
+        return output if (return_dict if return_dict is not None else self.config.return_dict) else output.to_tuple()
 
     def prepare_inputs_for_generation(self, input_ids, use_cache=True, is_first_iteration=False, **kwargs):
         model_inputs = super().prepare_inputs_for_generation(
@@ -330,30 +369,36 @@ class TheWorld(PreTrainedModel, GenerationMixin):
     @classmethod
     def from_bases(
         cls,
-        gemma_model_name_or_path: str = "google/gemma-3-4b-it",
-        cosmos_model_name_or_path: str = "nvidia/Cosmos-Predict2-2B-Video2World",
+        gemma_model_name_or_path: str | os.PathLike = "google/gemma-3-4b-it",
+        cosmos_model_name_or_path: str | os.PathLike = "nvidia/Cosmos-Predict2-2B-Video2World",
         *,
         gemma_revision: str | None = None,
         cosmos_revision: str | None = None,
         cosmos_subfolder: str = "vae",
-        dtype: torch.dtype | None = None,
+        dtype: torch.dtype | str | None = None,
+        attn_implementation: str | None = None,
         **kwargs,
     ) -> "TheWorld":
-        """A new, untrained TheWorld on two frozen bases (Hub ids or local paths), world projector freshly initialised.
+        """A new, untrained TheWorld on two frozen bases (Hub ids or local folders), its world projector initialised.
 
+        A local folder is recorded as its absolute path, so the checkpoint loads from any working directory. `dtype`,
+        `attn_implementation`, `device_map` and `quantization_config` mean what they mean for `from_pretrained`.
         Remaining keyword arguments are `TheWorldConfig` fields (e.g. `world_grid_size=8`) or Hub arguments
         (`cache_dir`, `token`, `local_files_only`, ...).
         """
         hub_kwargs = {key: kwargs.pop(key) for key in HUB_KWARGS if key in kwargs}
+        gemma_kwargs = {key: kwargs.pop(key) for key in GEMMA_LOADING_KWARGS if key in kwargs}
+        gemma_device_map, vae_device = split_device_map(kwargs.pop("device_map", None))
         config = TheWorldConfig(
-            gemma_model_name_or_path=str(gemma_model_name_or_path),
+            gemma_model_name_or_path=base_location(gemma_model_name_or_path),
             gemma_revision=pinned_revision(gemma_model_name_or_path, gemma_revision, **hub_kwargs),
-            cosmos_model_name_or_path=str(cosmos_model_name_or_path),
+            cosmos_model_name_or_path=base_location(cosmos_model_name_or_path),
             cosmos_subfolder=cosmos_subfolder,
             cosmos_revision=pinned_revision(cosmos_model_name_or_path, cosmos_revision, **hub_kwargs),
             **kwargs,
         )
-        gemma, vae = load_bases(config, dtype=dtype, **hub_kwargs)
+        config._attn_implementation = attn_implementation
+        gemma, vae = load_bases(config, dtype=dtype, device_map=gemma_device_map, **gemma_kwargs, **hub_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(
             config.gemma_model_name_or_path, revision=config.gemma_revision, **hub_kwargs
         )
@@ -366,10 +411,13 @@ class TheWorld(PreTrainedModel, GenerationMixin):
         config.validate()
 
         model = cls(config, gemma=gemma, vae=vae)
+        model.place_world_parts(vae_device)
         with torch.no_grad():
             # <start_of_world>/<end_of_world> start from Gemma's own image boundary embeddings.
-            boundary_ids = torch.tensor([gemma.config.boi_token_id, gemma.config.eoi_token_id], device=gemma.device)
-            model.world_boundary_embeddings.copy_(gemma.get_input_embeddings()(boundary_ids).float())
+            embeddings = gemma.get_input_embeddings()
+            boundary_ids = [gemma.config.boi_token_id, gemma.config.eoi_token_id]
+            boundary_embeddings = embeddings(torch.tensor(boundary_ids, device=embeddings.weight.device))
+            model.world_boundary_embeddings.copy_(boundary_embeddings.float())
         generation_config = copy.deepcopy(gemma.generation_config)
         generation_config.suppress_tokens = sorted(token_ids.values())
         model.generation_config = generation_config
@@ -382,24 +430,42 @@ class TheWorld(PreTrainedModel, GenerationMixin):
         *model_args,
         config: TheWorldConfig | None = None,
         revision: str | None = None,
+        subfolder: str = "",
         dtype: torch.dtype | str | None = None,
+        attn_implementation: str | None = None,
+        generation_config: GenerationConfig | None = None,
+        use_safetensors: bool | None = None,
         **kwargs,
     ) -> "TheWorld":
         """Builds the frozen bases from their own repositories, then loads the small checkpoint into the trained part.
 
-        Works on a local folder, a Hub id, or the offline Hub cache. Config fields given as keyword arguments
-        (e.g. `enable_world=False`) override the saved ones. Only safetensors are ever read. The bases load at the
-        commits the checkpoint pins; overriding a base to another commit warns, a base of another architecture fails.
+        Works on a local folder, a Hub id, or the offline Hub cache. The arguments of `PreTrainedModel.from_pretrained`
+        mean the same here: `dtype` (`"auto"`: each base in the dtype its weights are stored in; the trained part is
+        always float32), `device_map` (`"auto"`, a device, or a dict over TheWorld's modules: keys under `gemma` go to
+        the Gemma 3 load, `vae` places the VAE; the trained part goes with Gemma's input embeddings), `max_memory`,
+        `attn_implementation`, `quantization_config` (the frozen Gemma 3 only), `subfolder`, `revision`, `cache_dir`,
+        `token`, `local_files_only`. Config fields given as keyword arguments (e.g. `enable_world=False`) override the
+        saved ones. Only safetensors are ever read. The bases load at the commits the checkpoint pins; overriding a
+        base to another commit warns, a base of another architecture fails.
         """
         if model_args:
             raise TypeError(f"TheWorld.from_pretrained takes no positional model arguments; got {model_args}.")
+        refused = {key: why for key, why in UNSUPPORTED_LOADING_KWARGS.items() if kwargs.get(key) not in (None, False)}
+        if use_safetensors is False:
+            refused["use_safetensors=False"] = "TheWorld never unpickles weights: checkpoints are safetensors only"
+        if refused:
+            reasons = "; ".join(f"{key}: {why}" for key, why in refused.items())
+            raise ValueError(f"TheWorld.from_pretrained cannot take {sorted(refused)} ({reasons}).")
+        for key in (*UNSUPPORTED_LOADING_KWARGS, *IGNORED_LOADING_KWARGS):
+            kwargs.pop(key, None)
         dtype = kwargs.pop("torch_dtype", dtype)
-        for ignored in ("trust_remote_code", "_from_auto", "adapter_kwargs", "code_revision", "subfolder"):
-            kwargs.pop(ignored, None)
         hub_kwargs = {key: kwargs.pop(key) for key in HUB_KWARGS if key in kwargs}
+        gemma_kwargs = {key: kwargs.pop(key) for key in GEMMA_LOADING_KWARGS if key in kwargs}
+        gemma_device_map, vae_device = split_device_map(kwargs.pop("device_map", None))
+        checkpoint_kwargs = dict(revision=revision, subfolder=subfolder, **hub_kwargs)
         if config is None:
             config, kwargs = TheWorldConfig.from_pretrained(
-                pretrained_model_name_or_path, revision=revision, return_unused_kwargs=True, **hub_kwargs, **kwargs
+                pretrained_model_name_or_path, return_unused_kwargs=True, **checkpoint_kwargs, **kwargs
             )
         else:
             config = copy.deepcopy(config)
@@ -407,24 +473,53 @@ class TheWorld(PreTrainedModel, GenerationMixin):
                 setattr(config, key, kwargs.pop(key))
         if kwargs:
             raise TypeError(f"Unexpected arguments for TheWorld.from_pretrained: {sorted(kwargs)}.")
+        if attn_implementation is not None:
+            config._attn_implementation = attn_implementation
         config.validate()
+        if gemma_kwargs.get("quantization_config") is not None and not config.freeze_language_model:
+            raise ValueError(
+                "quantization_config quantizes the frozen Gemma 3 base, but this checkpoint trains the whole language "
+                "model (freeze_language_model=False); load it without quantization_config."
+            )
 
-        weights_file = resolve_weights_file(pretrained_model_name_or_path, revision=revision, **hub_kwargs)
-        saved, _ = TheWorldConfig.get_config_dict(pretrained_model_name_or_path, revision=revision, **hub_kwargs)
+        weights_file = resolve_weights_file(pretrained_model_name_or_path, **checkpoint_kwargs)
+        saved, _ = TheWorldConfig.get_config_dict(pretrained_model_name_or_path, **checkpoint_kwargs)
+        check_base_locations(config)
         warn_on_unpinned_bases(saved, config, **hub_kwargs)
-        gemma, vae = load_bases(config, dtype=dtype, **hub_kwargs)
+        gemma, vae = load_bases(config, dtype=dtype, device_map=gemma_device_map, **gemma_kwargs, **hub_kwargs)
         check_bases_match(config, gemma, vae)
         model = cls(config, gemma=gemma, vae=vae)
         if config.lora_config is not None:
             model.add_language_model_lora(config.lora_config)
         model.load_trainable_weights(load_state_dict(weights_file), source=str(pretrained_model_name_or_path))
+        model.place_world_parts(vae_device)
         try:
-            model.generation_config = GenerationConfig.from_pretrained(
-                pretrained_model_name_or_path, revision=revision, **hub_kwargs
+            generation_config = generation_config or GenerationConfig.from_pretrained(
+                pretrained_model_name_or_path, **checkpoint_kwargs
             )
         except OSError:
-            model.generation_config = copy.deepcopy(gemma.generation_config)
+            generation_config = copy.deepcopy(gemma.generation_config)
+        model.generation_config = generation_config
         return model.eval()
+
+    def place_world_parts(self, vae_device: torch.device | str | int | None = None) -> None:
+        """Puts the trained part beside Gemma's input embeddings (wherever a `device_map` put them) and the VAE on
+        `vae_device` (default: the same device); records the placement in `hf_device_map` when Gemma has one."""
+        embedding_device = self.gemma.get_input_embeddings().weight.device
+        vae_device = embedding_device if vae_device is None else torch.device(vae_device)
+        self.vae.to(vae_device)
+        self.latents_mean, self.latents_std = self.latents_mean.to(vae_device), self.latents_std.to(vae_device)
+        self.world_projector.to(embedding_device)
+        for parameter in (self.world_position_embeddings, self.world_boundary_embeddings):
+            parameter.data = parameter.data.to(embedding_device)
+        gemma_device_map = getattr(self.gemma, "hf_device_map", None)
+        if gemma_device_map is not None:
+            world_parts = ("world_projector", "world_position_embeddings", "world_boundary_embeddings")
+            self.hf_device_map = {
+                **{f"gemma.{name}" if name else "gemma": device for name, device in gemma_device_map.items()},
+                "vae": vae_device,
+                **dict.fromkeys(world_parts, embedding_device),
+            }
 
     def add_language_model_lora(self, lora_config: dict[str, Any]) -> None:
         """Adds PEFT LoRA adapters to Gemma's language model (needs `peft`); they train and save with the projector."""
@@ -506,6 +601,29 @@ class TheWorld(PreTrainedModel, GenerationMixin):
             return self._upload_modified_files(folder, repo_id, files_timestamps={}, **commit)
 
 
+def base_location(name_or_path: str | os.PathLike) -> str:
+    """How a config records a base: a local folder as its absolute, resolved path; a Hub id as it is."""
+    return str(Path(name_or_path).resolve()) if os.path.isdir(name_or_path) else str(name_or_path)
+
+
+def is_local_path(location: str) -> bool:
+    """Whether `location` can only be a local path: a Hub id is `name` or `namespace/name`."""
+    return os.path.isabs(location) or location.startswith((".", "~")) or location.count("/") > 1 or "\\" in location
+
+
+def check_base_locations(config: TheWorldConfig) -> None:
+    """Refuses a base recorded as a local folder that is not there, naming the config field and the override."""
+    for base in BASES:
+        field = f"{base}_model_name_or_path"
+        location = getattr(config, field)
+        if is_local_path(location) and not os.path.isdir(location):
+            raise OSError(
+                f"The {base} base of this checkpoint is the local folder {location!r} (`{field}` in its config.json), "
+                f"which does not exist on this machine. Point the checkpoint at that base: from_pretrained(..., "
+                f"{field}='<folder or Hub id of the same base>')."
+            )
+
+
 def pinned_revision(name_or_path: str | os.PathLike, revision: str | None, **hub_kwargs) -> str | None:
     """The commit hash a Hub repository's `revision` points to; `None` for a local folder."""
     if os.path.isdir(name_or_path):
@@ -544,20 +662,78 @@ def warn_on_unpinned_bases(saved_config: dict[str, Any], config: TheWorldConfig,
         )
 
 
-def load_bases(
-    config: TheWorldConfig, dtype: torch.dtype | str | None = None, **hub_kwargs
-) -> tuple[Gemma3ForConditionalGeneration, AutoencoderKLWan]:
-    """Loads the frozen Gemma 3 and the Cosmos VAE (alone, not the whole Cosmos pipeline) from their own repos."""
-    gemma = Gemma3ForConditionalGeneration.from_pretrained(
-        config.gemma_model_name_or_path, revision=config.gemma_revision, dtype=dtype, **hub_kwargs
+def split_device_map(device_map: Any) -> tuple[Any, torch.device | str | int | None]:
+    """(Gemma 3's `device_map`, the VAE's device) from a `device_map` over TheWorld.
+
+    A device or a strategy (`"auto"`, `"cpu"`, `0`, ...) goes to the Gemma 3 load, and the VAE follows Gemma's input
+    embeddings. A dict maps TheWorld's module names to devices: `"gemma"` or a module under it
+    (`"gemma.model.language_model"`, ...) for the Gemma 3 load, `"vae"` for the VAE, `""` for everything else.
+    """
+    if not isinstance(device_map, dict):
+        return device_map, None
+    unknown = [key for key in device_map if key not in ("", "vae", "gemma") and not key.startswith("gemma.")]
+    if unknown:
+        raise ValueError(
+            f"device_map keys {unknown} name no part of TheWorld a device can be chosen for: use '' (everything), "
+            "'vae', 'gemma' or a module under it ('gemma.model.language_model', ...). The trained part always goes "
+            "with Gemma's input embeddings."
+        )
+    gemma_map = {
+        key.removeprefix("gemma").removeprefix("."): device
+        for key, device in device_map.items()
+        if key == "gemma" or key.startswith("gemma.")
+    }
+    if not gemma_map and "" in device_map:
+        gemma_map = {"": device_map[""]}
+    return gemma_map or None, device_map.get("vae", device_map.get(""))
+
+
+def vae_dtype(config: TheWorldConfig, dtype: torch.dtype | str | None, **hub_kwargs) -> torch.dtype:
+    """The dtype to load the VAE in: `dtype` itself or its name; for `"auto"` or None, the dtype its weights are
+    stored in (diffusers itself would load them as float32)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in (None, "auto"):
+        if not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise ValueError(f"dtype={dtype!r} is not a torch dtype; use e.g. torch.bfloat16, 'bfloat16' or 'auto'.")
+        return getattr(torch, dtype)
+    weights_file = cached_file(
+        config.cosmos_model_name_or_path,
+        VAE_WEIGHTS_NAME,
+        subfolder=config.cosmos_subfolder,
+        revision=config.cosmos_revision,
+        _raise_exceptions_for_missing_entries=False,
+        **hub_kwargs,
     )
-    vae_kwargs = {key: value for key, value in hub_kwargs.items() if key != "proxies"}
+    if weights_file is None:  # sharded or not safetensors: diffusers' own default
+        return torch.float32
+    with safe_open(weights_file, framework="pt") as weights:
+        stored = [weights.get_slice(name).get_dtype() for name in weights.keys()]
+    return next((SAFETENSORS_FLOAT_DTYPES[name] for name in stored if name in SAFETENSORS_FLOAT_DTYPES), torch.float32)
+
+
+def load_bases(
+    config: TheWorldConfig, dtype: torch.dtype | str | None = None, **kwargs
+) -> tuple[Gemma3ForConditionalGeneration, AutoencoderKLWan]:
+    """Loads the frozen Gemma 3 and the Cosmos VAE (alone, not the whole Cosmos pipeline) from their own repos.
+
+    `kwargs` are Hub arguments (`HUB_KWARGS`, for both) and Gemma 3 loading arguments (`device_map` and
+    `GEMMA_LOADING_KWARGS`, for Gemma only); Gemma's attention implementation is the config's.
+    """
+    hub_kwargs = {key: value for key, value in kwargs.items() if key in HUB_KWARGS}
+    gemma = Gemma3ForConditionalGeneration.from_pretrained(
+        config.gemma_model_name_or_path,
+        revision=config.gemma_revision,
+        dtype="auto" if dtype is None else dtype,
+        attn_implementation=config._attn_implementation,
+        **kwargs,
+    )
     vae = AutoencoderKLWan.from_pretrained(
         config.cosmos_model_name_or_path,
         subfolder=config.cosmos_subfolder,
         revision=config.cosmos_revision,
-        torch_dtype=dtype if not isinstance(dtype, str) else getattr(torch, dtype),
-        **vae_kwargs,
+        torch_dtype=vae_dtype(config, dtype, **hub_kwargs),
+        **{key: value for key, value in hub_kwargs.items() if key != "proxies"},
     )
     return gemma, vae
 
