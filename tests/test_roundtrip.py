@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -25,8 +25,9 @@ import theworld
 from theworld import TheWorld, TheWorldConfig, TheWorldProcessor
 from theworld.hub.files import REMOTE_CODE_FILES
 
-# What the remote code may import besides the standard library.
+# What the remote code may import besides the standard library (packaging and safetensors come with transformers).
 REMOTE_CODE_REQUIREMENTS = {"torch", "transformers", "diffusers", "huggingface_hub", "numpy", "PIL"}
+REMOTE_CODE_REQUIREMENTS |= {"packaging", "safetensors"}
 
 TINY_WORLD = {"world_image_size": 64, "world_grid_size": 2}
 
@@ -52,8 +53,9 @@ LOAD_SCRIPT = textwrap.dedent(
     reports = {}
     for job in json.load(open(sys.argv[1])):
         try:
-            model = AutoModel.from_pretrained(job["source"], trust_remote_code=True)
-            processor = AutoProcessor.from_pretrained(job["source"], trust_remote_code=True)
+            model = AutoModel.from_pretrained(job["source"], trust_remote_code=True, **job["kwargs"])
+            subfolder = job["kwargs"].get("subfolder", "")
+            processor = AutoProcessor.from_pretrained(job["source"], trust_remote_code=True, subfolder=subfolder)
             inputs = processor(text=job["prompt"], images=Image.open(job["image"]), return_tensors="pt")
             with torch.no_grad():
                 logits = model(**inputs).logits
@@ -64,6 +66,7 @@ LOAD_SCRIPT = textwrap.dedent(
                 "model": type(model).__module__, "config": type(model.config).__module__,
                 "processor": type(processor).__module__, "gemma_revision": model.config.gemma_revision,
                 "cosmos_revision": model.config.cosmos_revision,
+                "attn_implementation": model.gemma.config.get_text_config()._attn_implementation,
             }
         except Exception:
             reports[job["name"]] = {"error": traceback.format_exc()}
@@ -86,6 +89,7 @@ class Checkpoint:
     logits: torch.Tensor
     commits: dict[str, str] = field(default_factory=dict)
     cache: Path | None = None
+    load_kwargs: dict = field(default_factory=dict)  # what the fresh process passes to AutoModel.from_pretrained
 
 
 def trained_world(make_world, seed: int = 7, **config):
@@ -161,6 +165,7 @@ def load_in_fresh_process(checkpoints: dict[str, Checkpoint], work: Path, env: d
             {
                 "name": name,
                 "source": checkpoint.source,
+                "kwargs": checkpoint.load_kwargs,
                 "image": str(image_file),
                 "prompt": checkpoint.text,
                 "out": str(work / f"{name}.pt"),
@@ -194,17 +199,27 @@ def fresh_loads(tiny_bases, tmp_path_factory) -> dict[str, tuple[Checkpoint, dic
     root = tmp_path_factory.mktemp("roundtrip")
     cache = root / "hub"
     checkpoints = {"folder": folder_checkpoint(tiny_bases, root), "hub": hub_checkpoint(tiny_bases, root, cache)}
+    # A repository with a checkpoint in a subfolder. Transformers reads remote code from a repository's root only, so
+    # the code files sit there too.
+    shutil.copytree(root / "checkpoint", root / "repo" / "runs" / "best")
+    for name in REMOTE_CODE_FILES:
+        shutil.copy(root / "checkpoint" / name, root / "repo" / name)
+    checkpoints["loading-arguments"] = replace(
+        checkpoints["folder"],
+        source=str(root / "repo"),
+        load_kwargs={"subfolder": "runs/best", "attn_implementation": "eager", "dtype": "auto", "device_map": "cpu"},
+    )
     loads = load_in_fresh_process(checkpoints, root / "fresh", env={"HF_HUB_CACHE": str(cache)})
     return {name: (checkpoints[name], loads[name]) for name in checkpoints}
 
 
-def assert_fresh_load_reproduces(checkpoint: Checkpoint, load: dict) -> None:
+def assert_fresh_load_reproduces(checkpoint: Checkpoint, load: dict, atol: float = 1e-6) -> None:
     report, tensors = load["report"], load["tensors"]
     assert "error" not in report, report.get("error")
     for key in ("model", "config", "processor"):
         assert report[key].startswith("transformers_modules."), report
     assert torch.equal(tensors["input_ids"], checkpoint.input_ids)
-    torch.testing.assert_close(tensors["logits"], checkpoint.logits, rtol=0, atol=1e-6)
+    torch.testing.assert_close(tensors["logits"], checkpoint.logits, rtol=0, atol=atol)
     trained = {name.removeprefix("trained."): t for name, t in tensors.items() if name.startswith("trained.")}
     expected = checkpoint.model.trainable_state_dict()
     assert trained.keys() == expected.keys()
@@ -269,6 +284,14 @@ def test_fresh_process_reproduces_the_logits_from_a_folder(fresh_loads):
         assert torch.equal(reloaded.trainable_state_dict()[name], tensor), name
     logits = reference_logits(reloaded, reloaded_processor, checkpoint.image, checkpoint.text)
     torch.testing.assert_close(logits, checkpoint.logits, rtol=0, atol=0)
+
+
+def test_fresh_process_takes_the_loading_arguments_of_any_transformers_model(fresh_loads):
+    """AutoModel.from_pretrained with subfolder, attn_implementation, dtype="auto" and device_map, remote code only."""
+    checkpoint, load = fresh_loads["loading-arguments"]
+    assert load["report"].get("attn_implementation") == "eager", load["report"]
+    # Eager and sdpa attention agree up to float rounding.
+    assert_fresh_load_reproduces(checkpoint, load, atol=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------- 5. the Hub cache

@@ -721,6 +721,7 @@ def load_bases(
     `GEMMA_LOADING_KWARGS`, for Gemma only); Gemma's attention implementation is the config's.
     """
     hub_kwargs = {key: value for key, value in kwargs.items() if key in HUB_KWARGS}
+    vae_torch_dtype = vae_dtype(config, dtype, **hub_kwargs)  # first: it also checks `dtype`
     gemma = Gemma3ForConditionalGeneration.from_pretrained(
         config.gemma_model_name_or_path,
         revision=config.gemma_revision,
@@ -732,7 +733,7 @@ def load_bases(
         config.cosmos_model_name_or_path,
         subfolder=config.cosmos_subfolder,
         revision=config.cosmos_revision,
-        torch_dtype=vae_dtype(config, dtype, **hub_kwargs),
+        torch_dtype=vae_torch_dtype,
         **{key: value for key, value in hub_kwargs.items() if key != "proxies"},
     )
     return gemma, vae
