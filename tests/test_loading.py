@@ -8,10 +8,10 @@ import shutil
 import subprocess
 import sys
 import warnings
+from importlib import metadata
 from pathlib import Path
 
 import pytest
-import tomllib
 import torch
 from diffusers import AutoencoderKLWan
 from packaging.requirements import Requirement
@@ -23,7 +23,6 @@ from theworld import TheWorld, TheWorldProcessor, configuration_theworld
 from theworld.modeling_theworld import CACHE_NAME
 
 TINY_WORLD = {"world_image_size": 64, "world_grid_size": 2}
-PROJECT = Path(__file__).parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -89,14 +88,13 @@ def test_a_deleted_base_folder_names_the_field_the_path_and_the_override(tiny_ba
 
 
 def test_the_minimum_versions_are_the_ones_pyproject_states():
-    dependencies = tomllib.loads((PROJECT / "pyproject.toml").read_text())["project"]["dependencies"]
-    requirements = {Requirement(line).name: Requirement(line) for line in dependencies}
+    requirements = {Requirement(line).name: Requirement(line) for line in metadata.requires("theworld")}
     for name, minimum in configuration_theworld.MINIMUM_VERSIONS.items():
         lower_bounds = [spec.version for spec in requirements[name].specifier if spec.operator == ">="]
         assert lower_bounds == [minimum], (name, str(requirements[name].specifier))
 
 
-@pytest.mark.parametrize("library", ["transformers", "diffusers"])
+@pytest.mark.parametrize("library", ["transformers", "diffusers", "peft"])
 def test_a_library_older_than_the_range_is_named_with_both_versions(monkeypatch, library):
     real_version = configuration_theworld.version
     monkeypatch.setattr(
@@ -108,6 +106,19 @@ def test_a_library_older_than_the_range_is_named_with_both_versions(monkeypatch,
     message = str(error.value)
     assert f"{library}>={minimum} (installed: 0.1.0)" in message
     assert f'pip install -U "{library}>={minimum}"' in message
+
+
+def test_peft_may_be_missing(monkeypatch):
+    """Only LoRA checkpoints need peft; they ask for it when they load."""
+    real_version = configuration_theworld.version
+
+    def version(name: str) -> str:
+        if name == "peft":
+            raise configuration_theworld.PackageNotFoundError(name)
+        return real_version(name)
+
+    monkeypatch.setattr(configuration_theworld, "version", version)
+    configuration_theworld.check_library_versions()
 
 
 TOO_OLD_SCRIPT = """

@@ -6,8 +6,10 @@ from typing import Any
 from packaging.version import Version
 
 # The oldest releases this code runs on; pyproject.toml states the same range. Checked before anything else is
-# imported from them, so an older installation fails here with a message that says what to install.
-MINIMUM_VERSIONS = {"transformers": "5.0.0", "diffusers": "0.35.0"}
+# imported from them, so an older installation fails here with a message that says what to install. peft is only
+# needed for LoRA checkpoints, but an older one installed breaks diffusers' import.
+MINIMUM_VERSIONS = {"transformers": "5.21.0", "diffusers": "0.34.0", "peft": "0.18.0"}
+OPTIONAL_LIBRARIES = ("peft",)
 
 
 def check_library_versions() -> None:
@@ -18,6 +20,8 @@ def check_library_versions() -> None:
             installed = version(name)
         except PackageNotFoundError:
             installed = None
+        if installed is None and name in OPTIONAL_LIBRARIES:
+            continue
         if installed is None or Version(installed) < Version(minimum):
             too_old[name] = (minimum, installed)
     if too_old:

@@ -31,7 +31,14 @@ from transformers.modeling_utils import load_state_dict
 from transformers.utils import cached_file, logging
 from transformers.utils.hub import hf_api, resolve_revision
 
-from .configuration_theworld import WORLD_END_TOKEN, WORLD_START_TOKEN, WORLD_TOKEN, TheWorldConfig, add_world_tokens
+from .configuration_theworld import (
+    MINIMUM_VERSIONS,
+    WORLD_END_TOKEN,
+    WORLD_START_TOKEN,
+    WORLD_TOKEN,
+    TheWorldConfig,
+    add_world_tokens,
+)
 
 WEIGHTS_NAME = "model.safetensors"
 PICKLED_WEIGHTS_NAMES = ("pytorch_model.bin", "model.bin", "pytorch_model.bin.index.json")
@@ -526,7 +533,9 @@ class TheWorld(PreTrainedModel, GenerationMixin):
         try:  # peft stays an optional requirement: only LoRA checkpoints need it
             from peft import LoraConfig, inject_adapter_in_model
         except ImportError as error:
-            raise ImportError("This checkpoint has LoRA adapters; install peft (`pip install peft`).") from error
+            raise ImportError(
+                f'This checkpoint has LoRA adapters; install peft (`pip install "peft>={MINIMUM_VERSIONS["peft"]}"`).'
+            ) from error
 
         inject_adapter_in_model(LoraConfig(**lora_config), self.gemma.model.language_model)
         self.config.lora_config = dict(lora_config)
