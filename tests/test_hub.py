@@ -9,12 +9,10 @@ nothing but transformers, one runs the command line.
 import hashlib
 import json
 import logging
-import os
 import pickle
 import re
 import shutil
 import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from typing import Any
 
 import pytest
 import torch
+from fresh_process import run_fresh
 from hub_server import FakeHub, hub_env
 from huggingface_hub import HfApi, ModelCard, hf_hub_download
 from safetensors.torch import load_file, save_file
@@ -183,16 +182,7 @@ class Published:
 
 
 def run_python(script: str, *args: str, env: dict[str, str], cwd: Path) -> str:
-    result = subprocess.run(
-        [sys.executable, "-c", script, *args],
-        env={**os.environ, "PYTHONPATH": str(TESTS), **env},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert result.returncode == 0, result.stderr[-6000:]
-    return result.stdout
+    return run_fresh(script, *args, cwd=cwd, env={"PYTHONPATH": str(TESTS), **env})
 
 
 def subprocess_env(hub: FakeHub, folder: Path) -> dict[str, str]:

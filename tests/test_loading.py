@@ -3,10 +3,7 @@ attn_implementation, quantization_config, subfolder; local bases load from any w
 a too-old library are clear errors; TheWorld's own calls raise no deprecation warning of the installed transformers."""
 
 import logging
-import os
 import shutil
-import subprocess
-import sys
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -14,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from diffusers import AutoencoderKLWan
+from fresh_process import run_fresh
 from packaging.requirements import Requirement
 from transformers import Gemma3ForConditionalGeneration
 from transformers.utils import logging as transformers_logging
@@ -135,18 +133,9 @@ except ImportError as error:
 
 
 def test_the_remote_code_refuses_a_too_old_transformers_before_anything_else(checkpoint, tmp_path):
-    folder, _ = checkpoint
-    result = subprocess.run(
-        [sys.executable, "-c", TOO_OLD_SCRIPT, str(folder)],
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    printed = run_fresh(TOO_OLD_SCRIPT, str(checkpoint[0]), cwd=tmp_path)
     minimum = configuration_theworld.MINIMUM_VERSIONS["transformers"]
-    assert f"TheWorld needs transformers>={minimum} (installed: 4.57.6)" in result.stdout, result.stdout
+    assert f"TheWorld needs transformers>={minimum} (installed: 4.57.6)" in printed, printed
 
 
 # ---------------------------------------------------------------------------------------------- dtype

@@ -3,12 +3,10 @@ without `theworld`: the pipeline's model is the trained one, and its answers are
 alone."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
+from fresh_process import run_fresh
 from world_inputs import make_image, perturb_trainable
 
 QUESTIONS = ["Is the red circle left of the blue square?", "Where is the cat?", "What colour is the large shape?"]
@@ -65,16 +63,7 @@ def test_the_pipeline_answers_a_batch_as_the_model_answers_each_prompt(make_worl
 
     arguments = [str(tmp_path / "checkpoint"), json.dumps([str(tmp_path / f"image-{i}.png") for i in range(3)])]
     arguments += [json.dumps(QUESTIONS), str(MAX_NEW_TOKENS), str(tmp_path / "logits.pt")]
-    result = subprocess.run(
-        [sys.executable, "-c", PIPELINE_SCRIPT, *arguments],
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = json.loads(run_fresh(PIPELINE_SCRIPT, *arguments, cwd=tmp_path).strip().splitlines()[-1])
     assert report["model"].startswith("transformers_modules.")
     # The pipeline passes dtype="auto": each base in its stored dtype, float32 for the tiny bases.
     assert report["dtype"] == "torch.float32"

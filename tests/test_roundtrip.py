@@ -3,9 +3,7 @@ diffusers and torch (remote code), from a local folder and from an offline Hub c
 
 import ast
 import json
-import os
 import shutil
-import subprocess
 import sys
 import textwrap
 from dataclasses import dataclass, field, replace
@@ -15,6 +13,7 @@ import pytest
 import safetensors
 import safetensors.torch
 import torch
+from fresh_process import run_fresh
 from hub_cache import populate_hub_cache, repo_folder_name
 from PIL import Image
 from transformers import AutoConfig
@@ -172,17 +171,7 @@ def load_in_fresh_process(checkpoints: dict[str, Checkpoint], work: Path, env: d
             }
         )
     (work / "jobs.json").write_text(json.dumps(jobs), encoding="utf-8")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(work / "modules"), "PYTHONPATH": "", **env}
-    result = subprocess.run(
-        [sys.executable, "-c", LOAD_SCRIPT, str(work / "jobs.json")],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    output = json.loads(result.stdout.strip().splitlines()[-1])
+    output = json.loads(run_fresh(LOAD_SCRIPT, str(work / "jobs.json"), cwd=work, env=env).strip().splitlines()[-1])
     assert output["theworld_loaded"] == []
     loads = {}
     for job in jobs:
