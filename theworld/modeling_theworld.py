@@ -6,6 +6,7 @@ Everything else is the frozen Gemma 3, so generation, the KV cache, padding and 
 """
 
 import copy
+import inspect
 import os
 import tempfile
 from collections.abc import Callable
@@ -107,7 +108,7 @@ class TheWorld(PreTrainedModel, GenerationMixin):
     """Gemma 3 (frozen) + Cosmos VAE encoder (frozen) + trainable world projector and world boundary embeddings."""
 
     config_class = TheWorldConfig
-    base_model_prefix = "theworld"
+    base_model_prefix = "gemma"
     main_input_name = "input_ids"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
@@ -152,6 +153,7 @@ class TheWorld(PreTrainedModel, GenerationMixin):
         )
         self.post_init()
         self.apply_freezing()
+        self.generation_config = self.with_world_tokens_suppressed(self.generation_config)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -165,6 +167,18 @@ class TheWorld(PreTrainedModel, GenerationMixin):
         elif isinstance(module, TheWorld):
             module.world_boundary_embeddings.normal_(mean=0.0, std=std)
             module.world_position_embeddings.normal_(mean=0.0, std=std)
+            # Not saved (they come from the VAE's config): restored here when the model was built on the meta device.
+            vae_config = self.config.vae_config
+            module.latents_mean.copy_(torch.tensor(vae_config["latents_mean"]).view_as(module.latents_mean))
+            module.latents_std.copy_(torch.tensor(vae_config["latents_std"]).view_as(module.latents_std))
+
+    def with_world_tokens_suppressed(self, generation_config: GenerationConfig) -> GenerationConfig:
+        """A copy of `generation_config` that never generates the world tokens (they only stand for images)."""
+        generation_config = copy.deepcopy(generation_config)
+        world_ids = {self.config.world_start_token_id, self.config.world_token_id, self.config.world_end_token_id}
+        if None not in world_ids:
+            generation_config.suppress_tokens = sorted(set(generation_config.suppress_tokens or []) | world_ids)
+        return generation_config
 
     # ------------------------------------------------------------------ trainable part
 
@@ -356,18 +370,68 @@ class TheWorld(PreTrainedModel, GenerationMixin):
         )
         return output if (return_dict if return_dict is not None else self.config.return_dict) else output.to_tuple()
 
-    def prepare_inputs_for_generation(self, input_ids, use_cache=True, is_first_iteration=False, **kwargs):
-        model_inputs = super().prepare_inputs_for_generation(
-            input_ids, use_cache=use_cache, is_first_iteration=is_first_iteration, **kwargs
+    def generate(self, *args, assistant_model: PreTrainedModel | None = None, **kwargs):
+        """`GenerationMixin.generate`; an assistant model for assisted decoding must take world inputs too."""
+        takes_world = (
+            assistant_model is None or "world_pixel_values" in inspect.signature(assistant_model.forward).parameters
         )
-        if is_first_iteration or not use_cache:
-            model_inputs["token_type_ids"] = kwargs.get("token_type_ids")
-        else:
-            # World tokens are computed once, at prefill; later steps read them from the KV cache.
-            model_inputs["token_type_ids"] = None
-            for name in ("world_pixel_values", "world_latents"):
-                model_inputs.pop(name, None)
+        if not takes_world and any(kwargs.get(name) is not None for name in ("world_pixel_values", "world_latents")):
+            raise ValueError(
+                f"assistant_model is a {type(assistant_model).__name__}, which cannot take world inputs: generate "
+                "hands every input of the main model to the assistant. Wrap the assistant's Gemma 3 as a TheWorld "
+                "(TheWorld.from_bases(<its folder or Hub id>, <the Cosmos base>)); its drafts are checked by this "
+                "model, so the output stays exactly this model's."
+            )
+        return super().generate(*args, assistant_model=assistant_model, **kwargs)
+
+    def per_image_inputs(self) -> dict[str, int]:
+        """Inputs that hold a row per image rather than per prompt, with the token that opens each image's
+        placeholders in `input_ids`: `<start_of_image>` for Gemma's own view, `<start_of_world>` for the world view."""
+        world_start = self.config.world_start_token_id
+        boi = self.config.gemma_config.boi_token_id
+        return {"pixel_values": boi, "world_pixel_values": world_start, "world_latents": world_start}
+
+    def prepare_inputs_for_generation(
+        self, input_ids, use_cache=True, is_first_iteration=False, inputs_embeds=None, **kwargs
+    ) -> dict[str, Any]:
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids,
+            use_cache=use_cache,
+            is_first_iteration=is_first_iteration,
+            inputs_embeds=inputs_embeds,
+            **kwargs,
+        )
+        # Gemma 3's bidirectional attention over image tokens applies at prefill only.
+        model_inputs["token_type_ids"] = kwargs.get("token_type_ids") if is_first_iteration or not use_cache else None
+        # Each step gets the images whose placeholders it feeds: all of them at prefill (or in every step without a
+        # cache, or of an assistant model), the new ones when continuing from a returned cache, none when decoding.
+        step_ids = model_inputs.get("input_ids")
+        for name, opening_token_id in self.per_image_inputs().items():
+            per_image = kwargs.get(name)
+            if per_image is not None and step_ids is not None:
+                per_image = images_in_step(per_image, input_ids, step_ids, opening_token_id)
+            model_inputs[name] = per_image if step_ids is not None else None
         return model_inputs
+
+    def _expand_inputs_for_generation(
+        self,
+        expand_size: int = 1,
+        is_encoder_decoder: bool = False,
+        input_ids: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> tuple[torch.LongTensor | None, dict[str, Any]]:
+        # GenerationMixin's hook for beam search and num_return_sequences: it repeats every tensor row by row, which
+        # would pair prompts with the wrong images when prompts hold different numbers of them. Per-image inputs are
+        # repeated prompt by prompt instead, each prompt's images as one block.
+        expanded = {}
+        if expand_size > 1 and input_ids is not None:
+            for name, opening_token_id in self.per_image_inputs().items():
+                if kwargs.get(name) is not None:
+                    images_per_prompt = (input_ids == opening_token_id).sum(-1).tolist()
+                    blocks = kwargs.pop(name).split(images_per_prompt)
+                    expanded[name] = torch.cat([block for block in blocks for _ in range(expand_size)])
+        input_ids, kwargs = super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids, **kwargs)
+        return input_ids, {**kwargs, **expanded}
 
     create_masks_for_generate = staticmethod(Gemma3ForConditionalGeneration.create_masks_for_generate)
 
@@ -425,9 +489,7 @@ class TheWorld(PreTrainedModel, GenerationMixin):
             boundary_ids = [gemma.config.boi_token_id, gemma.config.eoi_token_id]
             boundary_embeddings = embeddings(torch.tensor(boundary_ids, device=embeddings.weight.device))
             model.world_boundary_embeddings.copy_(boundary_embeddings.float())
-        generation_config = copy.deepcopy(gemma.generation_config)
-        generation_config.suppress_tokens = sorted(token_ids.values())
-        model.generation_config = generation_config
+        model.generation_config = model.with_world_tokens_suppressed(gemma.generation_config)
         return model.eval()
 
     @classmethod
@@ -505,8 +567,8 @@ class TheWorld(PreTrainedModel, GenerationMixin):
                 pretrained_model_name_or_path, **checkpoint_kwargs
             )
         except OSError:
-            generation_config = copy.deepcopy(gemma.generation_config)
-        model.generation_config = generation_config
+            generation_config = gemma.generation_config
+        model.generation_config = model.with_world_tokens_suppressed(generation_config)
         return model.eval()
 
     def place_world_parts(self, vae_device: torch.device | str | int | None = None) -> None:
@@ -608,6 +670,24 @@ class TheWorld(PreTrainedModel, GenerationMixin):
             readme = self.model_card_builder(folder, repo_id=repo_id, tags=tags)
             Path(folder, "README.md").write_text(readme, encoding="utf-8")
             return self._upload_modified_files(folder, repo_id, files_timestamps={}, **commit)
+
+
+def images_in_step(
+    per_image: torch.Tensor, input_ids: torch.LongTensor, step_ids: torch.LongTensor, opening_token_id: int
+) -> torch.Tensor | None:
+    """The rows of `per_image` (one per image, prompt after prompt) whose placeholders a generation step feeds.
+
+    `input_ids` is the whole sequence so far (batch, seq), `step_ids` its last tokens, which this step feeds; the
+    images of a row that start in those tokens are its last ones. None when the step feeds no image.
+    """
+    images_per_row = (input_ids == opening_token_id).sum(-1)  # (batch,)
+    images_in_step_per_row = (step_ids == opening_token_id).sum(-1)  # (batch,)
+    if not int(images_in_step_per_row.sum()):
+        return None
+    ends = images_per_row.cumsum(0)
+    counts = images_in_step_per_row.tolist()
+    keep = [torch.arange(end - count, end) for end, count in zip(ends.tolist(), counts, strict=True)]
+    return per_image[torch.cat(keep).to(per_image.device)]
 
 
 def base_location(name_or_path: str | os.PathLike) -> str:
