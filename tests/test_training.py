@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from theworld import TheWorld, TheWorldProcessor
+from theworld.cli import main
 from theworld.data import load_vsr_split, synthesize_vsr
 from theworld.training import TrainingConfig, WorldLatentCache, save_checkpoint, train
 from theworld.training.data import VSRCollator, VSRTrainingDataset, encode_vsr_example
@@ -106,6 +107,16 @@ def test_same_seed_same_weights_and_curves(tiny_bases, vsr_dir, tmp_path):
     assert (tmp_path / "a" / "loss.png").stat().st_size > 0 and (tmp_path / "a" / "accuracy.png").exists()
     initial = load_file(first.checkpoint.parent / "checkpoints" / "checkpoint-2" / "model.safetensors")
     assert any(not torch.equal(initial[name], weights_a[name]) for name in weights_a), "training changed nothing"
+
+
+def test_gradient_checkpointing_trains_the_same_weights(tiny_bases, vsr_dir, tmp_path):
+    """`theworld train --gradient-checkpointing`: the same run, with activations recomputed in the backward pass."""
+    for name, extra in (("plain", []), ("checkpointed", ["--gradient-checkpointing"])):
+        assert main(["train", *train_command(tiny_bases, vsr_dir, tmp_path / name, "--max-steps", "3", *extra)]) == 0
+    assert json.loads((tmp_path / "checkpointed" / "training_config.json").read_text())["gradient_checkpointing"]
+    weights = load_file(tmp_path / "checkpointed" / "checkpoint" / "model.safetensors")
+    for name, tensor in load_file(tmp_path / "plain" / "checkpoint" / "model.safetensors").items():
+        torch.testing.assert_close(weights[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_kill_and_resume_continues_from_last_step(tiny_bases, vsr_dir, tmp_path):

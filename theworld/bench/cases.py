@@ -143,16 +143,25 @@ def compare_training_steps(bench: Workbench, steps: dict[str, TrainingStep]) -> 
 
 
 def training_comparison(
-    bench: Workbench, model: TheWorld, processor: TheWorldProcessor, with_vae: bool
+    bench: Workbench,
+    model: TheWorld,
+    processor: TheWorldProcessor,
+    with_vae: bool,
+    checkpointed_model: TheWorld | None = None,
 ) -> dict[str, Any]:
-    """TheWorld (cached latents, and with the VAE live if `with_vae`) against the Gemma baseline, same examples."""
+    """TheWorld (cached latents; with the VAE live if `with_vae`; with gradient checkpointing if a
+    `checkpointed_model` is given) against the Gemma baseline, same examples."""
     examples = bench.examples[: bench.preset.batch_size]
     world_batch = collate(processor, examples, bench.device)
     gemma_batch = collate(bench.gemma_processor, examples, bench.device)
     optimizer = make_optimizer(model)
-    steps = {"theworld_cached": TrainingStep(model, optimizer, with_cached_latents(model, world_batch))}
+    cached_batch = with_cached_latents(model, world_batch)
+    steps = {"theworld_cached": TrainingStep(model, optimizer, cached_batch)}
     if with_vae:
         steps["theworld_vae"] = TrainingStep(model, optimizer, world_batch)
+    if checkpointed_model is not None:
+        optimizer = make_optimizer(checkpointed_model)
+        steps["theworld_checkpointed"] = TrainingStep(checkpointed_model, optimizer, cached_batch)
     steps["gemma"] = TrainingStep(bench.gemma, bench.gemma_optimizer, gemma_batch)
     cases = compare_training_steps(bench, steps)
     baseline_length, world_length = gemma_batch["input_ids"].shape[1], world_batch["input_ids"].shape[1]
@@ -352,13 +361,15 @@ def measured_figures(preset: MeasuredPreset, directory: Path, device: torch.devi
     """All five figures of a measured preset, with the bases and data written under `directory`."""
     bench = build_workbench(preset, directory, device)
     model, processor = load_world(bench)
+    checkpointed, _ = load_world(bench)
+    checkpointed.gradient_checkpointing_enable()
     figures = {
-        "training_step": training_comparison(bench, model, processor, with_vae=True),
+        "training_step": training_comparison(bench, model, processor, with_vae=True, checkpointed_model=checkpointed),
         "latent_cache": latent_cache_figure(bench, model, processor),
         "generation": generation_figure(bench, model, processor),
         "loading": loading_figure(bench, model, processor),
     }
-    del model
+    del model, checkpointed
     gc.collect()
     figures["token_sweep"] = token_sweep_figure(bench)
     order = ("training_step", "token_sweep", "generation", "loading", "latent_cache")

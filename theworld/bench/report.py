@@ -122,6 +122,7 @@ TRAINING_CASES = {
     "gemma": "Gemma 3 (multi_modal_projector trainable)",
     "theworld_cached": "TheWorld, cached latents",
     "theworld_vae": "TheWorld, VAE live",
+    "theworld_checkpointed": "TheWorld, cached latents, gradient checkpointing",
 }
 GENERATION_CASES = {
     "gemma": "Gemma 3 (world off)",

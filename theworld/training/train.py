@@ -65,6 +65,7 @@ class TrainingConfig:
     on_bad_image: Literal["error", "skip"] = "error"
     dtype: str = "float32"
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    gradient_checkpointing: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -137,6 +138,8 @@ def train(config: TrainingConfig) -> TrainingResult:
     checkpoints_dir = config.output_dir / CHECKPOINTS_DIR
     resume_from = latest_step_checkpoint(checkpoints_dir)
     model, processor = resume_model(resume_from, config) if resume_from else build_model(config)
+    if config.gradient_checkpointing:  # less activation memory for one more forward pass per step
+        model.gradient_checkpointing_enable()
     model.to(accelerator.device)
 
     train_examples = load_split(config, "train")
