@@ -3,9 +3,11 @@ builds a tiny model and processor-made inputs, and each generation mode is compa
 row by row or unexpanded (first-step logits, which every mode computes before it chooses a token)."""
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import Gemma3ForConditionalGeneration
 from world_inputs import make_image, perturb_trainable, prompt
 
@@ -245,3 +247,14 @@ def test_save_and_load_keep_the_logits(tester, tmp_path):
     batch = tester.batch((1, 2))
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**batch).logits, tester.model(**batch).logits, rtol=0, atol=0)
+
+
+def test_unlike_a_plain_model_the_checkpoint_holds_the_trained_part_and_names_the_bases(tester, tmp_path):
+    """Deliberately unlike a plain Transformers model, whose checkpoint holds every weight: TheWorld's frozen bases
+    come from their own repositories, so its checkpoint holds the trained part and names the bases to rebuild."""
+    tester.model.save_pretrained(tmp_path)
+    saved = load_file(tmp_path / "model.safetensors")
+    assert saved.keys() == tester.model.trainable_parameters().keys()
+    assert sum(tensor.numel() for tensor in saved.values()) < sum(p.numel() for p in tester.model.parameters()) / 10
+    reloaded = TheWorld.from_pretrained(tmp_path)
+    assert reloaded.config.gemma_model_name_or_path == str(Path(tester.model.gemma.name_or_path).resolve())
