@@ -28,7 +28,8 @@ def test_micro_preset_end_to_end(tmp_path, capsys, one_thread):
 
     assert tuple(result["figures"]) == FIGURES
     training = result["figures"]["training_step"]
-    assert set(training["cases"]) == {"theworld_cached", "theworld_vae", "theworld_checkpointed", "gemma"}
+    cases = {"theworld_cached", "theworld_vae", "theworld_checkpointed", "theworld_answer_logits", "gemma"}
+    assert set(training["cases"]) == cases
     assert training["sequence_length"]["theworld"] == training["sequence_length"]["gemma"] + 16 + 2
     for case in training["cases"].values():
         assert case["peak_memory_bytes"] == case["resident_bytes"] + case["transient_bytes"] > 0

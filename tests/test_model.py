@@ -220,13 +220,16 @@ def test_loss_covers_exactly_the_labelled_positions(world):
     inputs, labels = answer_example(model, processor)
     out = model(**inputs, labels=labels)
 
-    logits = out.logits.float()[0, :-1]  # position t predicts token t + 1
+    with torch.no_grad():
+        logits = model(**inputs, logits_to_keep=0).logits.float()[0, :-1]  # position t predicts token t + 1
     targets = labels[0, 1:]
     positions = (targets != -100).nonzero().flatten()
     assert 1 <= len(positions) < targets.numel() // 4, "only the answer carries loss"
     log_probs = torch.log_softmax(logits[positions], dim=-1)
     expected = -log_probs.gather(1, targets[positions, None]).mean()
     torch.testing.assert_close(out.loss, expected, rtol=1e-6, atol=1e-6)
+    # With labels, the output layer ran only at those positions.
+    torch.testing.assert_close(out.logits[0].float(), logits[positions], rtol=0, atol=1e-5)
 
     with torch.no_grad():
         # labels[0] is never a target (nothing predicts the first token): changing it changes nothing.
@@ -247,6 +250,39 @@ def test_loss_covers_exactly_the_labelled_positions(world):
             assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
         else:
             assert parameter.grad is None, name
+
+
+def test_answer_only_logits_give_the_loss_and_gradients_of_full_logits(world):
+    """By default, with labels, the output layer runs only where a label is; `logits_to_keep=0` computes them all."""
+    model, processor = world
+    processor.tokenizer.padding_side = "right"
+    batch = processor(
+        text=[prompt(processor) + "True<end_of_turn>", prompt(processor, OTHER_QUESTION) + "False<end_of_turn>"],
+        images=[[make_image(5)], [make_image(6)]],
+        padding=True,
+        return_tensors="pt",
+    )
+    labels = torch.full_like(batch["input_ids"], -100)
+    for row in range(2):  # the last two real tokens of each row (answer and end of turn) are the targets
+        end = int(batch["attention_mask"][row].sum())
+        labels[row, end - 2 : end] = batch["input_ids"][row, end - 2 : end]
+
+    def loss_and_gradients(**kwargs) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad()
+        output = model(**batch, labels=labels, **kwargs)
+        output.loss.backward()
+        gradients = {name: parameter.grad.clone() for name, parameter in model.trainable_parameters().items()}
+        return output.loss.detach(), output.logits, gradients
+
+    loss, logits, gradients = loss_and_gradients()
+    full_loss, full_logits, full_gradients = loss_and_gradients(logits_to_keep=0)
+    labelled_positions = int((labels[:, 1:] != -100).any(0).sum())
+    assert logits.shape[:2] == (2, labelled_positions) and full_logits.shape[:2] == batch["input_ids"].shape
+    assert labelled_positions < batch["input_ids"].shape[1] // 4
+    torch.testing.assert_close(loss, full_loss, rtol=1e-6, atol=1e-6)
+    for name, gradient in full_gradients.items():
+        torch.testing.assert_close(gradients[name], gradient, rtol=1e-5, atol=1e-7, msg=name)
+    model.zero_grad()
 
 
 def test_loss_ignores_padding_in_a_batch(world):

@@ -304,7 +304,7 @@ class TheWorld(PreTrainedModel, GenerationMixin):
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
-        logits_to_keep: int | torch.Tensor = 0,
+        logits_to_keep: int | torch.Tensor | None = None,
         ablate_world: bool = False,
         return_dict: bool | None = None,
         past_key_values: Cache | None = None,
@@ -319,10 +319,18 @@ class TheWorld(PreTrainedModel, GenerationMixin):
             The KV cache of earlier steps (`past_key_values` is its name before transformers 5.24; both are taken).
         labels (`torch.LongTensor` of shape `(batch, seq)`):
             Next-token targets; positions holding -100 carry no loss.
+        logits_to_keep (`int` or `torch.Tensor`, *optional*):
+            As in Gemma 3: the last `n` positions (0: all), or the positions to keep. By default all without `labels`
+            and, with `labels`, only the positions that predict a label (`logits` is then `(batch, len(kept), vocab)`):
+            Gemma 3's output layer has 262k rows, and full logits cost more than the rest of a training step.
         ablate_world (`bool`):
             Zero the world tokens (the placeholders stay), to measure what the world path contributes.
         """
         cache = cache if cache is not None else past_key_values
+        if logits_to_keep is None:
+            # Position t predicts token t + 1: keep the positions whose next token carries a label in some row.
+            labelled = (labels[:, 1:] != -100).any(0).nonzero().flatten() if labels is not None else None
+            logits_to_keep = labelled if labelled is not None else 0
         if (
             self.config.enable_world
             and position_ids is None
@@ -360,7 +368,11 @@ class TheWorld(PreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             vocab_size = self.config.get_text_config().vocab_size
-            loss = ForCausalLMLoss(logits=outputs.logits, labels=labels, vocab_size=vocab_size)
+            if isinstance(logits_to_keep, torch.Tensor):  # the kept positions' targets, already shifted
+                targets = labels[:, logits_to_keep.to(labels.device) + 1]
+                loss = ForCausalLMLoss(logits=outputs.logits, labels=None, shift_labels=targets, vocab_size=vocab_size)
+            else:
+                loss = ForCausalLMLoss(logits=outputs.logits, labels=labels, vocab_size=vocab_size)
         output = CausalLMOutputWithPast(
             loss=loss,
             logits=outputs.logits,

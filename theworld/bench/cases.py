@@ -150,9 +150,11 @@ def training_comparison(
     checkpointed_model: TheWorld | None = None,
 ) -> dict[str, Any]:
     """TheWorld (cached latents; with the VAE live if `with_vae`; with gradient checkpointing if a
-    `checkpointed_model` is given) against the Gemma baseline, same examples."""
+    `checkpointed_model` is given) against the Gemma baseline, same examples. Like Gemma, these compute the logits at
+    every position; with a `checkpointed_model`, one more case computes them only where labels are (TheWorld's
+    default)."""
     examples = bench.examples[: bench.preset.batch_size]
-    world_batch = collate(processor, examples, bench.device)
+    world_batch = {**collate(processor, examples, bench.device), "logits_to_keep": 0}
     gemma_batch = collate(bench.gemma_processor, examples, bench.device)
     optimizer = make_optimizer(model)
     cached_batch = with_cached_latents(model, world_batch)
@@ -160,8 +162,10 @@ def training_comparison(
     if with_vae:
         steps["theworld_vae"] = TrainingStep(model, optimizer, world_batch)
     if checkpointed_model is not None:
-        optimizer = make_optimizer(checkpointed_model)
-        steps["theworld_checkpointed"] = TrainingStep(checkpointed_model, optimizer, cached_batch)
+        checkpointed_optimizer = make_optimizer(checkpointed_model)
+        steps["theworld_checkpointed"] = TrainingStep(checkpointed_model, checkpointed_optimizer, cached_batch)
+        answer_only = {key: value for key, value in cached_batch.items() if key != "logits_to_keep"}
+        steps["theworld_answer_logits"] = TrainingStep(model, optimizer, answer_only)
     steps["gemma"] = TrainingStep(bench.gemma, bench.gemma_optimizer, gemma_batch)
     cases = compare_training_steps(bench, steps)
     baseline_length, world_length = gemma_batch["input_ids"].shape[1], world_batch["input_ids"].shape[1]

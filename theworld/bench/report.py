@@ -123,6 +123,7 @@ TRAINING_CASES = {
     "theworld_cached": "TheWorld, cached latents",
     "theworld_vae": "TheWorld, VAE live",
     "theworld_checkpointed": "TheWorld, cached latents, gradient checkpointing",
+    "theworld_answer_logits": "TheWorld, cached latents, logits only where labels are",
 }
 GENERATION_CASES = {
     "gemma": "Gemma 3 (world off)",
