@@ -268,7 +268,8 @@ def test_unknown_arguments_are_refused_and_ignored_ones_accepted(checkpoint):
 
 
 def test_theworlds_own_calls_raise_no_deprecation_warning(checkpoint):
-    """Loading, a forward pass, a decode step from the returned cache and generation, on the installed transformers."""
+    """Loading, a forward pass, a decode step from the returned cache, generation and activation checkpointing, on
+    the installed transformers."""
     folder, _ = checkpoint
     messages = []
 
@@ -292,6 +293,7 @@ def test_theworlds_own_calls_raise_no_deprecation_warning(checkpoint):
                 attention_mask = torch.cat([inputs["attention_mask"], torch.ones_like(next_token)], dim=1)
                 model(input_ids=next_token, attention_mask=attention_mask, **{CACHE_NAME: cache})
             model.generate(**inputs, max_new_tokens=3, do_sample=False)
+            model.enable_activation_checkpointing()
     finally:
         transformers_logging.get_logger().removeHandler(handler)
     deprecations = [m for m in messages + [str(w.message) for w in caught] if "deprecat" in m.lower()]

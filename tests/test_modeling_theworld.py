@@ -115,7 +115,8 @@ def test_static_cache_generates_what_the_dynamic_cache_does(tester):
 
 
 def test_generation_continues_from_a_returned_cache(tester):
-    """generate(..., past_key_values=<the cache an earlier generate returned>) continues where it stopped."""
+    """generate(..., cache=<the cache an earlier generate returned>) continues where it stopped (the argument is
+    `past_key_values` before transformers 5.24)."""
     inputs = tester.rows((1,))[0]
     whole = tester.model.generate(**inputs, max_new_tokens=6, do_sample=False)
     first = tester.model.generate(**inputs, max_new_tokens=3, do_sample=False, return_dict_in_generate=True)
@@ -123,7 +124,7 @@ def test_generation_continues_from_a_returned_cache(tester):
     token_type_ids = torch.cat([inputs["token_type_ids"], torch.zeros_like(first.sequences[:, -3:])], dim=1)
     continued = tester.model.generate(
         **{**inputs, "input_ids": first.sequences, "attention_mask": attention_mask, "token_type_ids": token_type_ids},
-        past_key_values=getattr(first, CACHE_NAME),
+        **{CACHE_NAME: getattr(first, CACHE_NAME)},
         max_new_tokens=3,
         do_sample=False,
     )
@@ -196,8 +197,8 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_bases):
 
     model.train()
     loss, gradients = loss_and_gradients()
-    model.gradient_checkpointing_enable()
-    assert model.is_gradient_checkpointing and model.gemma.model.language_model.gradient_checkpointing
+    model.enable_activation_checkpointing()
+    assert model.gemma.model.language_model.gradient_checkpointing
     checkpointed_loss, checkpointed_gradients = loss_and_gradients()
     torch.testing.assert_close(checkpointed_loss, loss, rtol=0, atol=1e-6)
     assert gradients.keys() == checkpointed_gradients.keys() and any("lora_" in name for name in gradients)

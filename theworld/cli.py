@@ -34,6 +34,19 @@ def _make_tiny_bases(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(run=run)
 
 
+@command("make-small-real-base", "build the small real base: pretrained Gemma 3 270M in a Gemma 3 VLM layout")
+def _make_small_real_base(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache-dir", type=Path, help="where to keep it (default $THEWORLD_CACHE/small-real-base)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the stand-in vision tower")
+
+    def run(args: argparse.Namespace) -> None:
+        from .small_real_base import cached_small_real_base
+
+        print(cached_small_real_base(args.cache_dir, seed=args.seed))
+
+    parser.set_defaults(run=run)
+
+
 @command("synth-vsr", "write a synthetic data set in the VSR layout")
 def _synth_vsr(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("directory", type=Path)
@@ -222,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, ImportError) as error:
         print(f"theworld {args.command}: error: {error}", file=sys.stderr)
         return 1
     return 0

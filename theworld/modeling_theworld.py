@@ -56,6 +56,12 @@ BASES = ("gemma", "cosmos")
 # The name under which the KV cache goes into and comes out of Gemma 3: transformers 5.24 renamed `past_key_values` to
 # `cache` (the old name goes away in 5.40). Decided here, once, from the installed transformers.
 CACHE_NAME = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+# transformers 5.24 renamed gradient checkpointing to activation checkpointing (the old names go away in 6).
+ENABLE_ACTIVATION_CHECKPOINTING = (
+    "activation_checkpointing_enable"
+    if hasattr(PreTrainedModel, "activation_checkpointing_enable")
+    else "gradient_checkpointing_enable"
+)
 # Arguments of `PreTrainedModel.from_pretrained` that are passed on to the Gemma 3 base load as they are.
 GEMMA_LOADING_KWARGS = ("max_memory", "offload_folder", "offload_buffers", "quantization_config")
 # Arguments of `PreTrainedModel.from_pretrained` that do not apply to TheWorld, and why.
@@ -209,6 +215,12 @@ class TheWorld(PreTrainedModel, GenerationMixin):
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights a checkpoint holds: exactly the trainable parameters."""
         return {name: parameter.detach() for name, parameter in self.trainable_parameters().items()}
+
+    def enable_activation_checkpointing(self) -> None:
+        """Recomputes Gemma's activations in the backward pass instead of keeping them: less memory, one more forward
+        pass per step (transformers' `activation_checkpointing_enable`, `gradient_checkpointing_enable` before 5.24).
+        """
+        getattr(self, ENABLE_ACTIVATION_CHECKPOINTING)()
 
     # ------------------------------------------------------------------ world path
 

@@ -12,8 +12,6 @@ import json
 import math
 import os
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +26,7 @@ from diffusers import AutoencoderKLWan
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
 from tqdm.auto import tqdm
 
+from .build_cache import build_once, cache_root
 from .data.synth import random_scene
 from .tiny import tiny_vae_config, write_cosmos_repository
 
@@ -202,12 +201,6 @@ def train_tiny_vae(
     return TinyVAEReport(path=directory, steps=steps, seconds=time.perf_counter() - start, psnr=psnr)
 
 
-def _default_cache_root() -> Path:
-    """`$THEWORLD_CACHE/tiny-vae` if that variable is set, else `~/.cache/theworld/tiny-vae`."""
-    cache = os.environ.get("THEWORLD_CACHE")
-    return (Path(cache) if cache else Path.home() / ".cache" / "theworld") / "tiny-vae"
-
-
 def cached_trained_tiny_vae(
     cache_dir: str | os.PathLike | None = None,
     *,
@@ -225,7 +218,7 @@ def cached_trained_tiny_vae(
     beside it and renamed into place, so concurrent builders never see or leave a partial entry; if another builder
     finishes first, its entry is kept.
     """
-    root = Path(cache_dir) if cache_dir is not None else _default_cache_root()
+    root = Path(cache_dir) if cache_dir is not None else cache_root("tiny-vae")
     training = {
         "seed": seed,
         "steps": steps,
@@ -236,18 +229,4 @@ def cached_trained_tiny_vae(
     settings = {"architecture": tiny_vae_config(), **training, "format_version": FORMAT_VERSION}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest()[:16]
     target = root / f"seed{seed}-steps{steps}-{key}"
-    if target.is_dir():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
-    try:
-        train_tiny_vae(building, **training, progress=progress)
-        try:
-            os.rename(building, target)
-        except OSError:
-            # Another builder renamed its entry into place first (renaming onto a non-empty folder fails).
-            if not target.is_dir():
-                raise
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
-    return target
+    return build_once(target, lambda folder: train_tiny_vae(folder, **training, progress=progress))

@@ -366,7 +366,7 @@ def measured_figures(preset: MeasuredPreset, directory: Path, device: torch.devi
     bench = build_workbench(preset, directory, device)
     model, processor = load_world(bench)
     checkpointed, _ = load_world(bench)
-    checkpointed.gradient_checkpointing_enable()
+    checkpointed.enable_activation_checkpointing()
     figures = {
         "training_step": training_comparison(bench, model, processor, with_vae=True, checkpointed_model=checkpointed),
         "latent_cache": latent_cache_figure(bench, model, processor),

@@ -139,7 +139,7 @@ def train(config: TrainingConfig) -> TrainingResult:
     resume_from = latest_step_checkpoint(checkpoints_dir)
     model, processor = resume_model(resume_from, config) if resume_from else build_model(config)
     if config.gradient_checkpointing:  # less activation memory for one more forward pass per step
-        model.gradient_checkpointing_enable()
+        model.enable_activation_checkpointing()
     model.to(accelerator.device)
 
     train_examples = load_split(config, "train")
