@@ -11,6 +11,7 @@ the world path is this base's only real view of an image. `TheWorld.from_bases` 
 import hashlib
 import importlib
 import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -90,10 +91,17 @@ def write_small_real_base(
     vision tower and projector are small and random (seeded), with the tokenizer, processor and chat template."""
     if IMAGE_TOKEN not in tokenizer.get_vocab():
         tokenizer.add_tokens([IMAGE_TOKEN], special_tokens=True)
+    with tempfile.TemporaryDirectory() as folder:
+        # Registers the names Gemma3Processor looks the image tokens up by, as gemma-3-4b-it's tokenizer config does.
+        tokenizer.save_pretrained(folder)
+        image_tokens = {"image_token": IMAGE_TOKEN, "boi_token": BOI_TOKEN, "eoi_token": EOI_TOKEN}
+        tokenizer = AutoTokenizer.from_pretrained(folder, extra_special_tokens=image_tokens)
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in (BOI_TOKEN, EOI_TOKEN, IMAGE_TOKEN)}
     rows = language_model.get_input_embeddings().weight.shape[0]
-    if not len(tokenizer) <= rows <= EMBEDDING_ROWS:
-        raise ValueError(f"the language model has {rows} embedding rows for {len(tokenizer)} tokens")
+    if max(rows, len(tokenizer)) > EMBEDDING_ROWS:
+        raise ValueError(
+            f"{rows} embedding rows and {len(tokenizer)} tokens do not fit gemma-3-4b-it's {EMBEDDING_ROWS} rows"
+        )
     text_config = language_model.config.to_dict()
     text_config["vocab_size"] = EMBEDDING_ROWS
     eos_ids = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(END_OF_TURN_TOKEN)]
