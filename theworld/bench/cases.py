@@ -27,6 +27,7 @@ from transformers.generation.streamers import BaseStreamer
 from ..data import VSRExample, load_image, load_vsr_split, synthesize_vsr
 from ..modeling_theworld import TheWorld
 from ..processing_theworld import TheWorldProcessor
+from ..small_real_base import cached_small_real_base
 from ..tiny import TinyBases, make_tiny_bases
 from ..training.data import VSRCollator, VSRTrainingDataset, encode_vsr_example
 from ..training.latent_cache import WorldLatentCache
@@ -60,6 +61,8 @@ def build_workbench(preset: MeasuredPreset, directory: Path, device: torch.devic
         mm_tokens_per_image=preset.mm_tokens_per_image,
         vae_overrides=preset.vae,
     )
+    if preset.small_real_gemma:
+        bases = TinyBases(gemma=cached_small_real_base(), cosmos=bases.cosmos)
     n_train = max(preset.epoch_examples, preset.batch_size)
     synthesize_vsr(directory / "data", n_train=n_train + n_train % 2, n_dev=2, n_test=2, image_size=preset.image_size)
     examples = load_vsr_split(directory / "data" / "train.jsonl", directory / "data" / "images").examples

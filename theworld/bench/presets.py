@@ -1,7 +1,8 @@
 """Benchmark presets: model sizes and run lengths.
 
 `micro` and `small` build random base models in the real repository layouts (`theworld.tiny.make_tiny_bases` with the
-preset's sizes) and measure them; `real-meta` builds the real configurations on the `meta` device and computes what
+preset's sizes) and measure them; `small-real` measures the pretrained Gemma 3 270M (the small real base) with a small
+random VAE; `real-meta` builds the real configurations on the `meta` device and computes what
 needs no weights (parameters, checkpoint bytes, a training-memory estimate, FLOPs).
 """
 
@@ -34,6 +35,9 @@ class MeasuredPreset:
     load_repeats: int
     epoch_examples: int
     epoch_repeats: int
+    # The pretrained Gemma 3 270M (`theworld.small_real_base`) instead of a random Gemma of the `text` and `vision`
+    # sizes; the VAE stays random.
+    small_real_gemma: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,28 @@ SMALL = MeasuredPreset(
     epoch_repeats=5,
 )
 
+SMALL_REAL = MeasuredPreset(
+    name="small-real",
+    text={},
+    vision={},
+    mm_tokens_per_image=16,
+    vae={"num_res_blocks": 1},
+    world_image_size=64,
+    world_grid_size=4,
+    sweep_grid_sizes=(2, 4),
+    batch_size=4,
+    image_size=64,
+    warmup=1,
+    repeats=3,
+    new_tokens=8,
+    load_repeats=2,
+    epoch_examples=8,
+    epoch_repeats=1,
+    small_real_gemma=True,
+)
+
 REAL_META = MetaPreset(name="real-meta", batch_sizes=(1, 8), text_tokens=40, world_grid_sizes=(16, 64), lora_rank=16)
 
-PRESETS: dict[str, MeasuredPreset | MetaPreset] = {preset.name: preset for preset in (MICRO, SMALL, REAL_META)}
+PRESETS: dict[str, MeasuredPreset | MetaPreset] = {
+    preset.name: preset for preset in (MICRO, SMALL, SMALL_REAL, REAL_META)
+}
