@@ -33,29 +33,29 @@ class TheWorldModelTester:
         perturb_trainable(model, seed=seed)
         return cls(model, TheWorldProcessor.from_model_config(model.config))
 
-    def batch(self, image_counts: tuple[int, ...] = (1, 1), padding_side: str = "left") -> dict[str, torch.Tensor]:
-        """One prompt per entry of `image_counts`, with that many images each (distinct images, distinct sizes)."""
-        texts, images, seed = [], [], 40
+    def prompts(self, image_counts: tuple[int, ...]) -> list[tuple[str, list]]:
+        """One (text, images) per entry of `image_counts`, with that many images each (distinct images and sizes)."""
+        prompts, seed = [], 40
         for row, count in enumerate(image_counts):
-            texts.append(prompt(self.processor, QUESTIONS[row % len(QUESTIONS)] + " " * row, num_images=count))
-            images.append([make_image(seed + k, size=(40 + 7 * k, 48 + 5 * row)) for k in range(count)])
+            text = prompt(self.processor, QUESTIONS[row % len(QUESTIONS)] + " " * row, num_images=count)
+            prompts.append((text, [make_image(seed + k, size=(40 + 7 * k, 48 + 5 * row)) for k in range(count)]))
             seed += count
+        return prompts
+
+    def batch(self, image_counts: tuple[int, ...] = (1, 1), padding_side: str = "left") -> dict[str, torch.Tensor]:
+        """The prompts of `image_counts` as one padded batch."""
+        texts, images = zip(*self.prompts(image_counts), strict=True)
         self.processor.tokenizer.padding_side = padding_side
-        return self.processor(text=texts, images=images, padding=True, return_tensors="pt")
+        return self.processor(text=list(texts), images=list(images), padding=True, return_tensors="pt")
 
     def rows(self, image_counts: tuple[int, ...] = (1, 1)) -> list[dict[str, torch.Tensor]]:
         """The prompts of `batch(image_counts)`, each alone."""
-        singles, seed = [], 40
-        for row, count in enumerate(image_counts):
-            text = prompt(self.processor, QUESTIONS[row % len(QUESTIONS)] + " " * row, num_images=count)
-            images = [make_image(seed + k, size=(40 + 7 * k, 48 + 5 * row)) for k in range(count)]
-            singles.append(self.processor(text=text, images=images, return_tensors="pt"))
-            seed += count
-        return singles
+        prompts = self.prompts(image_counts)
+        return [self.processor(text=text, images=images, return_tensors="pt") for text, images in prompts]
 
     @torch.no_grad()
-    def next_token_logits(self, inputs: dict[str, torch.Tensor], model: TheWorld | None = None) -> torch.Tensor:
-        return (model or self.model)(**inputs).logits[:, -1]
+    def next_token_logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(**inputs).logits[:, -1]
 
 
 @pytest.fixture(scope="module")

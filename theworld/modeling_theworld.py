@@ -433,8 +433,9 @@ class TheWorld(PreTrainedModel, GenerationMixin):
         for name, opening_token_id in self.per_image_inputs().items():
             per_image = kwargs.get(name)
             if per_image is not None and step_ids is not None:
-                per_image = images_in_step(per_image, input_ids, step_ids, opening_token_id)
-            model_inputs[name] = per_image if step_ids is not None else None
+                model_inputs[name] = images_in_step(per_image, input_ids, step_ids, opening_token_id)
+            else:
+                model_inputs[name] = None
         return model_inputs
 
     def _expand_inputs_for_generation(

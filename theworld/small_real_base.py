@@ -124,7 +124,7 @@ def write_small_real_base(
 
 def cached_small_real_base(cache_dir: str | os.PathLike | None = None, seed: int = 0) -> Path:
     """The folder of the small real base (built once, about two minutes, into `$THEWORLD_CACHE/small-real-base`)."""
-    path = gguf_file()
     root = Path(cache_dir) if cache_dir is not None else cache_root("small-real-base")
     target = root / f"gemma-3-270m-seed{seed}-v{FORMAT_VERSION}"
-    return build_once(target, lambda folder: write_small_real_base(*load_gemma_270m(path), folder, seed=seed))
+    # The GGUF file is assembled and hash-checked only when the base is built, not on every lookup.
+    return build_once(target, lambda folder: write_small_real_base(*load_gemma_270m(gguf_file()), folder, seed=seed))
