@@ -408,7 +408,7 @@ def test_bad_images_are_an_error_listing_them(hand_written):
     assert "line 3: 000000563615.jpg (cannot decode: " in message
     assert "truncated" in message.lower()
     assert "line 4: 000000013943.jpg (cannot decode: cannot identify image file" in message
-    assert "on_bad_image='skip'" in message and "--skip-bad-images" in message
+    assert "on_bad_image='skip'" in message and "--on-bad-image skip" in message
 
 
 def test_bad_images_are_skipped_and_reported(hand_written, caplog):

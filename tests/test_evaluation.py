@@ -113,7 +113,7 @@ def test_bad_images_stop_or_are_skipped_and_reported(checkpoint, tmp_path, capsy
     assert "2 row(s)" in error
     assert "000000330458.jpg" in error and "000000497579.jpg" in error and "skip" in error
 
-    assert main([*arguments, "--skip-bad-images"]) == 0
+    assert main([*arguments, "--on-bad-image", "skip"]) == 0
     report = json.loads((tmp_path / "eval.json").read_text())["test"]
     assert report["examples"] == len(ROWS) - 2
 

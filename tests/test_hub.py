@@ -154,7 +154,7 @@ LOAD_SCRIPT = (
         with contextlib.redirect_stdout(printed):
             exec(compile((out / "snippet.py").read_text(), "snippet.py", "exec"), {})
         report["snippet"] = printed.getvalue()[:-1]  # print() adds one newline
-        models["projector"].push_to_hub(sys.argv[3])  # the remote code's push_to_hub, with no card builder
+        models["projector"].push_to_hub(sys.argv[3])  # the remote code alone: transformers' default card
         print(json.dumps(report))
         """
     )

@@ -18,7 +18,7 @@ from theworld.cli import main
 from theworld.data import load_vsr_split, synthesize_vsr
 from theworld.training import TrainingConfig, WorldLatentCache, save_checkpoint, train
 from theworld.training.data import VSRCollator, VSRTrainingDataset, encode_vsr_example
-from theworld.training.prompt import answer_text, parse_answer
+from theworld.prompt import answer_text, parse_answer
 
 TINY_RECIPE = {"world_image_size": 64, "world_grid_size": 1, "batch_size": 4, "learning_rate": 1e-2, "progress": False}
 
@@ -40,7 +40,7 @@ def train_command(tiny_bases, vsr_dir: Path, output_dir: Path, *extra: str) -> l
         *("--gemma", str(tiny_bases.gemma), "--cosmos", str(tiny_bases.cosmos)),
         *("--data", str(vsr_dir), "--output-dir", str(output_dir)),
         *("--world-image-size", "64", "--world-grid-size", "1", "--batch-size", "4", "--learning-rate", "0.01"),
-        "--quiet",
+        "--no-progress",
         *extra,
     ]
 

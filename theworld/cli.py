@@ -1,29 +1,56 @@
-"""The `theworld` command."""
+"""The `theworld` command.
+
+`train` and `eval` take the fields of their configuration dataclasses as options (transformers' HfArgumentParser),
+with the help text written beside each field. Only the chosen subcommand's options are built, so each subcommand
+imports only what it needs.
+"""
 
 import argparse
 import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-COMMANDS: dict[str, Callable[[argparse.ArgumentParser], None]] = {}
+from transformers import HfArgumentParser
+
+# name -> (one-line help, `build(subparsers)`, which adds the subcommand's parser with its options)
+COMMANDS: dict[str, tuple[str, Callable[[Any], None]]] = {}
 
 
 def command(name: str, help: str):
     """Registers `add_arguments(parser)`; the parser's `run` default does the work."""
 
     def register(add_arguments: Callable[[argparse.ArgumentParser], None]):
-        add_arguments.help = help
-        COMMANDS[name] = add_arguments
+        COMMANDS[name] = (help, lambda subparsers: add_arguments(subparsers.add_parser(name, help=help)))
         return add_arguments
 
     return register
 
 
+def dataclass_command(name: str, help: str, dataclass: Callable[[], type]):
+    """Registers a subcommand whose options are the fields of the dataclass `dataclass()` returns (imported only
+    when the subcommand runs); `add_arguments(parser)` adds the rest and sets `run`."""
+
+    def register(add_arguments: Callable[[argparse.ArgumentParser], None]):
+        def build(subparsers: Any) -> None:
+            add_arguments(subparsers.add_parser(name, help=help, description=help, dataclass_types=[dataclass()]))
+
+        COMMANDS[name] = (help, build)
+        return add_arguments
+
+    return register
+
+
+def fields_of(dataclass: type, args: argparse.Namespace) -> dict[str, Any]:
+    """The values of `dataclass`'s fields among the parsed arguments."""
+    return {field.name: getattr(args, field.name) for field in dataclasses.fields(dataclass)}
+
+
 @command("make-tiny-bases", "write tiny random Gemma 3 and Cosmos VAE base models (offline stand-ins)")
 def _make_tiny_bases(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("directory", type=Path)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("directory", type=Path, help="writes DIRECTORY/gemma and DIRECTORY/cosmos")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (same seed, same files)")
 
     def run(args: argparse.Namespace) -> None:
         from .tiny import make_tiny_bases
@@ -49,13 +76,13 @@ def _make_small_real_base(parser: argparse.ArgumentParser) -> None:
 
 @command("synth-vsr", "write a synthetic data set in the VSR layout")
 def _synth_vsr(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("directory", type=Path)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("directory", type=Path, help="writes train/dev/test.jsonl and images/ here")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the scenes (same seed, same files)")
     parser.add_argument("--zero-shot", action="store_true", help="no object concept shared between train and test")
-    parser.add_argument("--n-train", type=int, default=2000)
-    parser.add_argument("--n-dev", type=int, default=200)
-    parser.add_argument("--n-test", type=int, default=400)
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--n-train", type=int, default=2000, help="training examples (even: labels are balanced)")
+    parser.add_argument("--n-dev", type=int, default=200, help="dev examples (even)")
+    parser.add_argument("--n-test", type=int, default=400, help="test examples (even)")
+    parser.add_argument("--image-size", type=int, default=64, help="side of the square images in pixels")
     parser.add_argument(
         "--relations", nargs="+", metavar="RELATION", help='only these relations (e.g. "close to" "far away from")'
     )
@@ -78,64 +105,47 @@ def _synth_vsr(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(run=run)
 
 
-@command("train", "fine-tune TheWorld on VSR (resumes an interrupted run in the same --output-dir)")
+def training_config() -> type:
+    from .training.train import TrainingConfig
+
+    return TrainingConfig
+
+
+@dataclass_command(
+    "train", "fine-tune TheWorld on VSR (resumes an interrupted run in the same --output-dir)", training_config
+)
 def _train(parser: argparse.ArgumentParser) -> None:
-    from .training import TrainingConfig
-
-    parser.add_argument("--gemma", required=True, help="Gemma 3 base: Hub id or local path")
-    parser.add_argument("--cosmos", required=True, help="Cosmos-Predict2 repo with vae/: Hub id or local path")
-    parser.add_argument("--data", dest="data_dir", type=Path, required=True, help="folder with train/dev.jsonl")
-    parser.add_argument("--images", dest="images_dir", type=Path, help="image folder (default DATA/images)")
-    parser.add_argument("--output-dir", type=Path, required=True)
-    parser.add_argument("--lora-target-modules", nargs="+", default=None)
-    parser.add_argument("--no-latent-cache", dest="use_latent_cache", action="store_false")
-    parser.add_argument("--skip-bad-images", dest="on_bad_image", action="store_const", const="skip", default="error")
-    parser.add_argument("--quiet", dest="progress", action="store_false")
-    handled = {"data_dir", "images_dir", "output_dir", "lora_target_modules", "use_latent_cache", "on_bad_image"}
-    handled |= {"progress", "gemma", "cosmos"}
-    for field in dataclasses.fields(TrainingConfig):
-        if field.name in handled:
-            continue
-        flag = "--" + field.name.replace("_", "-")
-        if field.type is bool:
-            parser.add_argument(flag, action="store_true", default=field.default)
-        else:
-            kind = {int: int, float: float}.get(type(field.default), str)
-            if field.name in ("max_steps", "eval_every", "lora_alpha"):
-                kind = int
-            parser.add_argument(flag, type=kind, default=field.default)
-
     def run(args: argparse.Namespace) -> None:
-        from .training import train
+        from .training.train import TrainingConfig, train
 
-        values = {k: v for k, v in vars(args).items() if k not in ("command", "run") and v is not None}
-        result = train(TrainingConfig(**values))
+        result = train(TrainingConfig(**fields_of(TrainingConfig, args)))
         print(f"trained {result.steps} steps; checkpoint: {result.checkpoint}")
 
     parser.set_defaults(run=run)
 
 
-@command("eval", "evaluate a checkpoint on a VSR jsonl file, world path on and ablated")
+def evaluation_config() -> type:
+    from .training.evaluate import EvaluationConfig
+
+    return EvaluationConfig
+
+
+@dataclass_command("eval", "evaluate a checkpoint on a VSR jsonl file, world path on and ablated", evaluation_config)
 def _eval(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint")
-    parser.add_argument("--data", type=Path, required=True, help="a VSR jsonl file")
-    parser.add_argument("--images", type=Path, required=True)
-    parser.add_argument("--output", type=Path, required=True, help="JSON report; a Markdown table goes beside it")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples")
-    parser.add_argument("--skip-bad-images", dest="on_bad_image", action="store_const", const="skip", default="error")
+    parser.add_argument("checkpoint", help="a checkpoint folder (e.g. OUTPUT/checkpoint) or a Hub repository id")
 
     def run(args: argparse.Namespace) -> None:
         from .data import load_vsr_split
         from .modeling_theworld import TheWorld
         from .processing_theworld import TheWorldProcessor
-        from .training import world_ablation_report, write_reports
+        from .training import EvaluationConfig, world_ablation_report, write_reports
 
-        examples = load_vsr_split(args.data, args.images, on_bad_image=args.on_bad_image).examples[: args.limit]
+        config = EvaluationConfig(**fields_of(EvaluationConfig, args))
+        examples = load_vsr_split(config.data, config.images, on_bad_image=config.on_bad_image).examples
         model = TheWorld.from_pretrained(args.checkpoint)
         processor = TheWorldProcessor.from_pretrained(args.checkpoint)
-        report = world_ablation_report(model, processor, examples, batch_size=args.batch_size)
-        json_path, markdown_path = write_reports({args.data.stem: report}, args.output)
+        report = world_ablation_report(model, processor, examples[: config.limit], batch_size=config.batch_size)
+        json_path, markdown_path = write_reports({config.data.stem: report}, config.output)
         print(markdown_path.read_text())
         print(f"wrote {json_path} and {markdown_path}")
 
@@ -144,13 +154,13 @@ def _eval(parser: argparse.ArgumentParser) -> None:
 
 @command("demo", "offline end-to-end demo: tiny bases, synthetic VSR, train, evaluate, reload, answer")
 def _demo(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output-dir", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output-dir", type=Path, required=True, help="bases, data, checkpoint and reports go here")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bases, the data and the training run")
     parser.add_argument(
         "--relations", nargs="+", metavar="RELATION", help='caption relations (default: "close to" "far away from")'
     )
     parser.add_argument("--all-relations", action="store_true", help="captions with every synthetic relation")
-    parser.add_argument("--quiet", dest="progress", action="store_false")
+    parser.add_argument("--quiet", dest="progress", action="store_false", help="no progress bars")
 
     def run(args: argparse.Namespace) -> None:
         from .data import SYNTH_RELATIONS
@@ -224,16 +234,21 @@ def _bench(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(run=run)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="theworld", description=__doc__)
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    for name, add_arguments in COMMANDS.items():
-        add_arguments(subparsers.add_parser(name, help=add_arguments.help))
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `theworld` parser; with `command`, that subcommand's options too (the others are listed, not built)."""
+    parser = argparse.ArgumentParser(prog="theworld", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=HfArgumentParser)
+    for name, (help, build) in COMMANDS.items():
+        if name == command:
+            build(subparsers)
+        else:
+            subparsers.add_parser(name, help=help)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
         args.run(args)
     except (ValueError, OSError, ImportError) as error:

@@ -1,5 +1,6 @@
 """TheWorld configuration: a frozen Gemma 3 and a frozen Cosmos VAE joined by a small trainable world projector."""
 
+from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -42,9 +43,14 @@ WORLD_TOKEN = "<world_soft_token>"
 WORLD_END_TOKEN = "<end_of_world>"
 WORLD_TOKENS = (WORLD_START_TOKEN, WORLD_TOKEN, WORLD_END_TOKEN)
 
-PROJECTOR_TYPES = ("linear", "mlp")
+PROJECTOR_TYPES = {"linear": "linear", "mlp": "two-layer MLP"}  # type -> what it is
 MAX_WORLD_TOKENS = 4096
 VAE_CONFIG_KEYS = ("z_dim", "latents_mean", "latents_std", "temperal_downsample")
+
+
+def vae_config_fields(vae_config: Mapping[str, Any]) -> dict[str, Any]:
+    """A VAE configuration as `TheWorldConfig.vae_config` records it: diffusers' fields, not its private `_` ones."""
+    return {key: value for key, value in vae_config.items() if not key.startswith("_")}
 
 
 def add_world_tokens(tokenizer: Any) -> dict[str, int]:

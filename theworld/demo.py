@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from .data import load_vsr_split, synthesize_vsr
+from .markdown import markdown_table
 from .modeling_theworld import TheWorld
 from .processing_theworld import TheWorldProcessor
+from .prompt import vsr_messages
 from .tiny import make_tiny_bases
 from .tiny_vae import DEFAULT_STEPS, cached_trained_tiny_vae
 from .training import TrainingConfig, train, world_ablation_report, write_reports
@@ -46,11 +48,9 @@ import json, sys
 sys.modules["theworld"] = None  # the reload must work with transformers alone
 from PIL import Image
 from transformers import AutoModel, AutoProcessor
-checkpoint, image_path, caption = sys.argv[1:4]
+checkpoint, image_path, messages = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 model = AutoModel.from_pretrained(checkpoint, trust_remote_code=True)
 processor = AutoProcessor.from_pretrained(checkpoint, trust_remote_code=True)
-question = 'Is this statement about the image true or false? "' + caption + '" Answer True or False.'
-messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
 prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
 inputs = processor(text=prompt, images=Image.open(image_path), add_special_tokens=False, return_tensors="pt")
 output = model.generate(**inputs, max_new_tokens=4, do_sample=False)
@@ -77,7 +77,7 @@ def reload_in_fresh_process(checkpoint: Path, image_path: Path, caption: str) ->
     with tempfile.TemporaryDirectory() as modules_cache:
         environment = {**os.environ, "HF_MODULES_CACHE": modules_cache, "HF_HUB_OFFLINE": "1"}
         completed = subprocess.run(
-            [sys.executable, "-c", RELOAD_SCRIPT, str(checkpoint), str(image_path), caption],
+            [sys.executable, "-c", RELOAD_SCRIPT, str(checkpoint), str(image_path), json.dumps(vsr_messages(caption))],
             capture_output=True,
             text=True,
             env=environment,
@@ -97,23 +97,26 @@ def summary_markdown(
         "Tiny stand-in bases (random 2-layer Gemma 3; tiny Cosmos-style VAE trained as an autoencoder), "
         f"synthetic VSR data with the relations {', '.join(repr(relation) for relation in relations)}.",
         "",
-        "| test set | examples | world on | world ablated | world gain | unparsed |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for name, report in reports.items():
-        world, ablated = report["world"], report["world_ablated"]
-        lines.append(
-            f"| {name} | {report['examples']} | {world['accuracy']:.1%} | {ablated['accuracy']:.1%} | "
-            f"{report['world_gain']:+.1%} | {world['unparsed']} |"
-        )
-    lines += [
+        markdown_table(
+            ["test set", "examples", "world on", "world ablated", "world gain", "unparsed"],
+            [
+                [
+                    name,
+                    report["examples"],
+                    f"{report['world']['accuracy']:.1%}",
+                    f"{report['world_ablated']['accuracy']:.1%}",
+                    f"{report['world_gain']:+.1%}",
+                    report["world"]["unparsed"],
+                ]
+                for name, report in reports.items()
+            ],
+            numeric=5,
+        ),
         "",
         f'Fresh-process reload ({reload["class"]}): asked "{reload["caption"]}" (label {reload["label"]}), '
         f"answered {reload['answer']!r}.",
         "",
-        "| stage | seconds |",
-        "| --- | ---: |",
-        *[f"| {stage} | {seconds:.1f} |" for stage, seconds in timings.items()],
+        markdown_table(["stage", "seconds"], [[stage, f"{seconds:.1f}"] for stage, seconds in timings.items()], 1),
         "",
     ]
     return "\n".join(lines)

@@ -15,7 +15,8 @@ import torch
 from diffusers import AutoencoderKLWan
 from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 
-from .configuration_theworld import TheWorldConfig
+from .configuration_theworld import PROJECTOR_TYPES, TheWorldConfig, vae_config_fields
+from .markdown import markdown_table
 from .modeling_theworld import TheWorld
 
 REAL_CONFIGS = Path(__file__).parent / "real_configs"
@@ -37,7 +38,7 @@ def real_gemma_config() -> Gemma3Config:
 
 def real_vae_config() -> dict[str, Any]:
     config = json.loads(VAE_CONFIG_FILE.read_text(encoding="utf-8"))
-    return {key: value for key, value in config.items() if not key.startswith("_")}
+    return vae_config_fields(config)
 
 
 def build_real_scale_model(world_grid_size: int = 16, **config_kwargs) -> TheWorld:
@@ -50,7 +51,7 @@ def build_real_scale_model(world_grid_size: int = 16, **config_kwargs) -> TheWor
         vae = AutoencoderKLWan(**real_vae_config())
         config = TheWorldConfig(
             gemma_config=gemma.config,
-            vae_config={key: value for key, value in vae.config.items() if not key.startswith("_")},
+            vae_config=vae_config_fields(vae.config),
             world_grid_size=world_grid_size,
             **{**REAL_WORLD_TOKEN_IDS, **config_kwargs},
         )
@@ -128,7 +129,7 @@ def parameter_report(model: TheWorld) -> dict[str, Any]:
 
 def format_report(report: dict[str, Any]) -> str:
     """The report as a Markdown table."""
-    rows = ["| quantity | value |", "| --- | ---: |"]
+    rows = []
     for key, value in report.items():
         if isinstance(value, float):
             text = f"{value:.4%}" if key.endswith("share") else f"{value:.4g}"
@@ -140,15 +141,15 @@ def format_report(report: dict[str, Any]) -> str:
             text = ", ".join(map(str, value))
         else:
             text = str(value)
-        rows.append(f"| {key} | {text} |")
-    return "\n".join(rows)
+        rows.append([key, text])
+    return markdown_table(["quantity", "value"], rows, numeric=1)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--world-grid-size", type=int, default=16)
     parser.add_argument("--world-image-size", type=int, default=None)
-    parser.add_argument("--projector-type", default=None, choices=["linear", "mlp"])
+    parser.add_argument("--projector-type", default=None, choices=list(PROJECTOR_TYPES))
     args = parser.parse_args(argv)
     config_kwargs = {"world_image_size": args.world_image_size, "projector_type": args.projector_type}
     model = build_real_scale_model(args.world_grid_size, **{k: v for k, v in config_kwargs.items() if v is not None})

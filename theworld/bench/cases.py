@@ -25,13 +25,14 @@ from transformers import AutoModel, Gemma3ForConditionalGeneration, Gemma3Proces
 from transformers.generation.streamers import BaseStreamer
 
 from ..data import VSRExample, load_image, load_vsr_split, synthesize_vsr
+from ..loading_theworld import WEIGHTS_NAME
 from ..modeling_theworld import TheWorld
 from ..processing_theworld import TheWorldProcessor
+from ..prompt import vsr_inputs
 from ..small_real_base import cached_small_real_base
 from ..tiny import TinyBases, make_tiny_bases
 from ..training.data import VSRCollator, VSRTrainingDataset, encode_vsr_example
 from ..training.latent_cache import WorldLatentCache
-from ..training.prompt import vsr_inputs
 from .harness import interleave, resident_bytes, round_robin, synchronize, timed, transient_peak_bytes
 from .presets import MeasuredPreset
 
@@ -301,7 +302,7 @@ def loading_figure(bench: Workbench, model: TheWorld, processor: TheWorldProcess
         {"theworld": load_checkpoint, "bases": load_bases}, bench.device, warmup=1, repeats=bench.preset.load_repeats
     )
     trainable = sum(parameter.numel() for parameter in model.trainable_state_dict().values())
-    weights_bytes = (checkpoint / "model.safetensors").stat().st_size
+    weights_bytes = (checkpoint / WEIGHTS_NAME).stat().st_size
     theworld_seconds, bases_seconds = median(seconds["theworld"]), median(seconds["bases"])
     return {
         "cases": {name: {"seconds": median(samples), "samples": samples} for name, samples in seconds.items()},

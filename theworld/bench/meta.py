@@ -32,6 +32,7 @@ from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import AttentionInterface, Gemma3ForConditionalGeneration
 
+from ..loading_theworld import lora_arguments
 from ..modeling_theworld import TheWorld
 from ..scale import build_real_scale_model, parameter_report
 from .presets import MetaPreset
@@ -198,9 +199,7 @@ def world_variant(preset: MetaPreset, grid_size: int, lora_rank: int) -> dict[st
     with torch.device("meta"):
         world = build_real_scale_model(grid_size)
         if lora_rank:
-            world.add_language_model_lora(
-                {"r": lora_rank, "lora_alpha": 2 * lora_rank, "target_modules": list(preset.lora_target_modules)}
-            )
+            world.add_language_model_lora(lora_arguments(lora_rank, target_modules=preset.lora_target_modules))
     # The checkpoint holds the trainable weights in fp32, as TheWorld keeps them.
     report = parameter_report(world)
     variant = measure_variant(world.gemma, world.to(DTYPE), preset)

@@ -9,6 +9,8 @@ needs no weights (parameters, checkpoint bytes, a training-memory estimate, FLOP
 from dataclasses import dataclass
 from typing import Any
 
+from ..loading_theworld import LORA_TARGET_MODULES
+
 
 @dataclass(frozen=True)
 class MeasuredPreset:
@@ -51,7 +53,7 @@ class MetaPreset:
     text_tokens: int
     world_grid_sizes: tuple[int, ...]
     lora_rank: int
-    lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    lora_target_modules: tuple[str, ...] = LORA_TARGET_MODULES
     # Mixed precision: frozen weights in bf16; trainable weights, gradients and AdamW states in fp32.
     frozen_bytes_per_parameter: int = 2
 

@@ -1,8 +1,10 @@
 """Targets (PASS/MISS) and the Markdown tables of a benchmark result."""
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from ..markdown import markdown_table
 
 KIB = 1024
 
@@ -101,13 +103,6 @@ def format_seconds(value: float) -> str:
     return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
 
 
-def table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
-    header = list(header)
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def targets_table(targets: list[dict[str, Any]]) -> str:
     rows = []
     for target in targets:
@@ -115,7 +110,7 @@ def targets_table(targets: list[dict[str, Any]]) -> str:
         shown = (format_bytes(value), format_bytes(limit)) if target["in_bytes"] else (f"{value:.3f}", f"{limit:.3f}")
         bound = "<=" if target["at_most"] else ">="
         rows.append([target["name"], shown[0], f"{bound} {shown[1]}", "PASS" if target["passed"] else "MISS"])
-    return table(["target", "value", "limit", "result"], rows)
+    return markdown_table(["target", "value", "limit", "result"], rows)
 
 
 TRAINING_CASES = {
@@ -155,7 +150,7 @@ def training_section(training: dict[str, Any]) -> str:
     return (
         f"### 1. Training step (batch {training['batch_size']}, {training['world_tokens']} world tokens, sequence "
         f"L = {length['gemma']} -> L + N = {length['theworld']}, floor (L+N)/L = {training['floor']:.2f})\n\n"
-        + table(columns, rows)
+        + markdown_table(columns, rows)
     )
 
 
@@ -172,7 +167,8 @@ def sweep_section(sweep: dict[str, Any]) -> str:
         for point in sweep["points"]
     ]
     columns = ["world tokens", "sequence", "floor (L+N)/L", "time ratio", "time / floor", "memory ratio"]
-    return "### 2. World-token sweep (training step, cached latents, against Gemma)\n\n" + table(columns, rows)
+    title = "### 2. World-token sweep (training step, cached latents, against Gemma)"
+    return f"{title}\n\n" + markdown_table(columns, rows)
 
 
 def generation_section(generation: dict[str, Any]) -> str:
@@ -191,7 +187,7 @@ def generation_section(generation: dict[str, Any]) -> str:
         rows.append([label, "", f"{ratio['prefill_seconds']:.2f}x", f"{ratio['decode_seconds_per_token']:.2f}x"])
     columns = ["model", "context tokens", "prefill (to 1st token)", "decode per token"]
     title = f"### 3. Generation (greedy, KV cache, {generation['new_tokens']} new tokens, batch 1)"
-    return f"{title}\n\n" + table(columns, rows)
+    return f"{title}\n\n" + markdown_table(columns, rows)
 
 
 def loading_section(loading: dict[str, Any]) -> str:
@@ -199,7 +195,7 @@ def loading_section(loading: dict[str, Any]) -> str:
     rows += [["difference", format_seconds(loading["overhead_seconds"])], ["ratio", f"{loading['ratio']:.2f}x"]]
     return (
         "### 4. Loading\n\n"
-        + table(["load", "median"], rows)
+        + markdown_table(["load", "median"], rows)
         + f"\n\nmodel.safetensors: {loading['weights_bytes']:,} bytes = {loading['trainable_parameters']:,} trainable "
         f"parameters x 4 + {loading['weights_overhead_bytes']:,} bytes of header; whole checkpoint folder (config, "
         f"code, processor): {format_bytes(loading['checkpoint_folder_bytes'])}."
@@ -215,9 +211,8 @@ def latent_cache_section(cache: dict[str, Any]) -> str:
         ["speedup", f"{cache['speedup']:.2f}x"],
         ["VAE share of the uncached epoch", f"{cache['vae_share_of_uncached_epoch']:.0%}"],
     ]
-    return f"### 5. Latent cache (epoch of {cache['examples']} examples, batch {cache['batch_size']})\n\n" + table(
-        ["epoch", "time (median)"], rows
-    )
+    title = f"### 5. Latent cache (epoch of {cache['examples']} examples, batch {cache['batch_size']})"
+    return f"{title}\n\n" + markdown_table(["epoch", "time (median)"], rows)
 
 
 def measured_tables(figures: dict[str, Any]) -> list[str]:
@@ -242,7 +237,7 @@ def parameters_section(variants: dict[str, Any]) -> str:
         for name, variant in variants.items()
     ]
     columns = ["variant", "parameters", "trainable", "checkpoint", "beyond trainable x 4"]
-    return "### Parameters and checkpoint (real configurations, meta device)\n\n" + table(columns, rows)
+    return "### Parameters and checkpoint (real configurations, meta device)\n\n" + markdown_table(columns, rows)
 
 
 def memory_section(variants: dict[str, Any], text_tokens: int) -> str:
@@ -266,7 +261,7 @@ def memory_section(variants: dict[str, Any], text_tokens: int) -> str:
     columns = ["variant", "batch", "sequence", "frozen weights", "trainable, grads, Adam", "activations", "total"]
     return (
         f"### Estimated training memory (bf16 frozen weights, fp32 trainable weights + AdamW; {text_tokens} text "
-        "tokens per example)\n\n" + table([*columns, "ratio", "floor (L+N)/L"], rows)
+        "tokens per example)\n\n" + markdown_table([*columns, "ratio", "floor (L+N)/L"], rows)
     )
 
 
@@ -288,7 +283,7 @@ def flops_section(variants: dict[str, Any]) -> str:
             ]
         )
     columns = ["variant", "batch", "step TFLOPs (cached latents)", "VAE TFLOPs", "ratio", "ratio with VAE"]
-    return "### Training-step FLOPs (forward + backward, vision tower included)\n\n" + table(
+    return "### Training-step FLOPs (forward + backward, vision tower included)\n\n" + markdown_table(
         [*columns, "floor (L+N)/L", "VAE share"], rows
     )
 
@@ -305,7 +300,8 @@ def decode_section(variants: dict[str, Any]) -> str:
         for name, variant in variants.items()
     ]
     columns = ["variant", "context", "weights read", "KV cache read", "ratio"]
-    return "### Decode per token, memory-bound estimate (bytes read per step, bf16)\n\n" + table(columns, rows)
+    title = "### Decode per token, memory-bound estimate (bytes read per step, bf16)"
+    return f"{title}\n\n" + markdown_table(columns, rows)
 
 
 def meta_tables(figures: dict[str, Any]) -> list[str]:

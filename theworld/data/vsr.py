@@ -174,7 +174,7 @@ def _load_split(
     if bad and on_bad_image == "error":
         raise ValueError(
             f"{_bad_image_summary(bad, jsonl_path)}. Pass on_bad_image='skip' "
-            "(CLI flag --skip-bad-images) to leave these rows out."
+            "(CLI option --on-bad-image skip) to leave these rows out."
         )
     if bad:
         logger.warning("Skipping %s", _bad_image_summary(bad, jsonl_path))

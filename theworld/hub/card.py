@@ -7,6 +7,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..markdown import markdown_table
+from ..prompt import QUESTION_TEMPLATE
 from .files import (
     HISTORY_NAME,
     REMOTE_CODE_FILES,
@@ -89,7 +91,7 @@ Needs `transformers`, `diffusers`{{ ", `peft`" if info.config.lora_config }} and
 
 ## Remote code
 
-`trust_remote_code=True` runs the three Python files of this repository (they import only torch, transformers,
+`trust_remote_code=True` runs the four Python files of this repository (they import only torch, transformers,
 diffusers, numpy and PIL). Their sha256:
 
 {{ code }}
@@ -158,15 +160,9 @@ def model_card_text(folder: str | os.PathLike, repo_id: str, tags: list[str] | N
     """README.md for `model.push_to_hub`, which saved the model to the fresh `folder` (no run files beside it).
 
     The model's folder lacks processing_theworld.py, which `processor.push_to_hub` brings; both copy this package's
-    files, so the code hashed is the package's own three files.
+    files, so the code hashed is the package's own four files.
     """
     return str(build_model_card(folder, repo_id, tags=tags, run_files_beside=False, code_folder=PACKAGE))
-
-
-def markdown_table(header: list[str], rows: list[list[Any]], numeric: int = 0) -> str:
-    """A Markdown table; the last `numeric` columns are right-aligned."""
-    rule = ["---"] * (len(header) - numeric) + ["---:"] * numeric
-    return "\n".join("| " + " | ".join(str(cell) for cell in row) + " |" for row in [header, rule, *rows])
 
 
 def bases_table(info: CheckpointInfo) -> str:
@@ -241,8 +237,6 @@ def eval_results(info: CheckpointInfo, dataset: str | None) -> list[EvalResult]:
 
 def example_question() -> str:
     """The usage example's question, in the prompt format of `theworld train`."""
-    from ..training.prompt import QUESTION_TEMPLATE  # the training package is heavy: only imported to write a card
-
     return QUESTION_TEMPLATE.format(caption=EXAMPLE_CAPTION)
 
 

@@ -12,22 +12,29 @@ from safetensors import safe_open
 from transformers.utils import CONFIG_NAME
 
 from ..configuration_theworld import TheWorldConfig
-from ..modeling_theworld import WEIGHTS_NAME
+from ..loading_theworld import WEIGHTS_NAME
 
 README_NAME = "README.md"
 # The remote code, in the order `sha256sum` lists the files (sorted by name).
-REMOTE_CODE_FILES = ("configuration_theworld.py", "modeling_theworld.py", "processing_theworld.py")
+REMOTE_CODE_FILES = (
+    "configuration_theworld.py",
+    "loading_theworld.py",
+    "modeling_theworld.py",
+    "processing_theworld.py",
+)
 # What `theworld train` and `theworld eval` write beside a checkpoint (in the run folder, its parent).
 EVAL_NAME = "eval.json"
 TRAINING_CONFIG_NAME = "training_config.json"
 HISTORY_NAME = "history.json"
 RUN_FILES = (EVAL_NAME, TRAINING_CONFIG_NAME, HISTORY_NAME)
+# Inside a step checkpoint: the state for resuming training (optimizer moments, random states); never uploaded.
+TRAINING_STATE_DIR = "training_state"
 
 
 def remote_code_hash(digests: Mapping[str, str]) -> str:
     """The one hash of the remote code, from the sha256 of each file (`remote_code_digests`).
 
-    It is the sha256 of what `sha256sum configuration_theworld.py modeling_theworld.py processing_theworld.py` prints,
+    It is the sha256 of what `sha256sum` prints for the files of `REMOTE_CODE_FILES` in that order,
     so anyone can check it with `sha256sum *_theworld.py | sha256sum` in a clone of the repository.
     """
     listing = "".join(f"{digests[name]}  {name}\n" for name in REMOTE_CODE_FILES)

@@ -5,7 +5,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from ..configuration_theworld import TheWorldConfig
+from ..configuration_theworld import PROJECTOR_TYPES, TheWorldConfig
 from .files import (
     EVAL_NAME,
     REMOTE_CODE_FILES,
@@ -17,8 +17,6 @@ from .files import (
     remote_code_digests,
     remote_code_hash,
 )
-
-PROJECTORS = {"linear": "linear", "mlp": "two-layer MLP"}
 
 
 @dataclass(frozen=True)
@@ -53,7 +51,7 @@ class CheckpointInfo:
 
     @property
     def code_hash(self) -> str | None:
-        """`remote_code_hash` of the three code files; None if the checkpoint lacks one."""
+        """`remote_code_hash` of the remote code files; None if the checkpoint lacks one."""
         return remote_code_hash(self.code_digests) if len(self.code_digests) == len(REMOTE_CODE_FILES) else None
 
     def bases(self) -> dict[str, tuple[str, str | None]]:
@@ -69,7 +67,7 @@ class CheckpointInfo:
         size, grid = config.world_image_size, config.world_grid_size
         return (
             f"{config.num_world_tokens} world tokens per image: the Cosmos VAE latent of a {size}x{size} view, "
-            f"cut into a {grid}x{grid} grid, through a {PROJECTORS[config.projector_type]} projector"
+            f"cut into a {grid}x{grid} grid, through a {PROJECTOR_TYPES[config.projector_type]} projector"
         )
 
     def trainable_parts(self) -> list[str]:

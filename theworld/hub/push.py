@@ -8,12 +8,10 @@ from pathlib import Path
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi
 
 from .card import build_model_card
-from .files import EVAL_NAME, README_NAME, LocalCheckpoint
+from .files import EVAL_NAME, README_NAME, TRAINING_STATE_DIR, LocalCheckpoint
 from .info import CheckpointInfo, read_info
 
 COMMIT_HASH = re.compile(r"[0-9a-f]{40}")
-# Never uploaded: the state for resuming training (optimizer moments, random states).
-TRAINING_STATE_DIR = "training_state"
 
 
 def check_shareable(info: CheckpointInfo) -> None:

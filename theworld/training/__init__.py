@@ -1,9 +1,9 @@
 """Fine-tuning and evaluating TheWorld on VSR."""
 
+from ..prompt import parse_answer, vsr_messages, vsr_prompt
 from .checkpoint import save_checkpoint
 from .evaluate import EvalResult, evaluate_vsr, markdown_report, world_ablation_report, write_reports
 from .latent_cache import WorldLatentCache
-from .prompt import parse_answer, vsr_messages, vsr_prompt
 from .train import TrainingConfig, TrainingResult, train
 
 __all__ = [

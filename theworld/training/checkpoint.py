@@ -11,12 +11,13 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from ..hub.files import TRAINING_STATE_DIR
 from ..modeling_theworld import TheWorld
 from ..processing_theworld import TheWorldProcessor
 
-TRAINING_STATE_DIR = "training_state"
-STEP_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+STEP_CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")  # as transformers' get_last_checkpoint reads them
 
 
 def save_checkpoint(
@@ -95,16 +96,6 @@ def read_training_state(
     np.random.set_state((numpy_state[0], np.array(numpy_state[1], dtype=np.uint32), *numpy_state[2:]))
     torch.set_rng_state(load_file(directory / "rng.safetensors")["torch"])
     return state["step"], state["history"]
-
-
-def latest_step_checkpoint(directory: Path) -> Path | None:
-    """The complete `checkpoint-N` folder with the highest N, if any (temporary folders never match)."""
-    steps = [
-        (int(match.group(1)), path)
-        for path in directory.glob("checkpoint-*")
-        if path.is_dir() and (match := STEP_CHECKPOINT.match(path.name))
-    ]
-    return max(steps)[1] if steps else None
 
 
 def prune_step_checkpoints(directory: Path, keep: int) -> None:

@@ -7,8 +7,8 @@ from torch.utils.data import Dataset
 
 from ..data import VSRExample, load_image
 from ..processing_theworld import TheWorldProcessor
+from ..prompt import answer_text, vsr_inputs
 from .latent_cache import WorldLatentCache
-from .prompt import answer_text, vsr_inputs
 
 IGNORE_INDEX = -100
 

@@ -6,15 +6,16 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from tqdm.auto import tqdm
 
 from ..data import VSRExample, load_image, meta_category
+from ..markdown import markdown_table
 from ..modeling_theworld import TheWorld
 from ..processing_theworld import TheWorldProcessor
-from .prompt import parse_answer, vsr_inputs
+from ..prompt import parse_answer, vsr_inputs
 
 
 @dataclass
@@ -59,6 +60,20 @@ class EvalResult:
             "per_relation": {name: score.to_dict() for name, score in sorted(self.per_relation.items())},
             "per_meta_category": {name: score.to_dict() for name, score in sorted(self.per_meta_category.items())},
         }
+
+
+@dataclass
+class EvaluationConfig:
+    """What `theworld eval` reads and writes besides the checkpoint; the command takes each field as an option."""
+
+    data: Path = field(metadata={"help": "a VSR jsonl file (e.g. test.jsonl)"})
+    images: Path = field(metadata={"help": "the folder its image files are in"})
+    output: Path = field(metadata={"help": "the JSON report; a Markdown table (.md) goes beside it"})
+    batch_size: int = field(default=16, metadata={"help": "questions answered per forward pass"})
+    limit: int | None = field(default=None, metadata={"help": "evaluate only the first LIMIT examples"})
+    on_bad_image: Literal["error", "skip"] = field(
+        default="error", metadata={"help": "a missing or unreadable image stops the run (error) or is left out (skip)"}
+    )
 
 
 @torch.no_grad()
@@ -116,17 +131,16 @@ def markdown_report(reports: dict[str, dict[str, Any]]) -> str:
     lines = []
     for split, report in reports.items():
         world, ablated = report["world"], report["world_ablated"]
-        lines += [
-            f"### {split} ({report['examples']} examples)",
-            "",
-            "| group | n | world on | world ablated |",
-            "| --- | ---: | ---: | ---: |",
-            f"| **overall** | {world['total']} | {world['accuracy']:.1%} | {ablated['accuracy']:.1%} |",
-        ]
+        rows = [["**overall**", world["total"], f"{world['accuracy']:.1%}", f"{ablated['accuracy']:.1%}"]]
         for section in ("per_meta_category", "per_relation"):
             for name, score in world[section].items():
                 off = ablated[section][name]
-                lines.append(f"| {name} | {score['total']} | {score['accuracy']:.1%} | {off['accuracy']:.1%} |")
+                rows.append([name, score["total"], f"{score['accuracy']:.1%}", f"{off['accuracy']:.1%}"])
+        lines += [
+            f"### {split} ({report['examples']} examples)",
+            "",
+            markdown_table(["group", "n", "world on", "world ablated"], rows, numeric=3),
+        ]
         lines += [
             "",
             f"Unparsed answers (counted as wrong): {world['unparsed']} with the world on, {ablated['unparsed']} "
@@ -146,4 +160,12 @@ def write_reports(reports: dict[str, dict[str, Any]], output: str | os.PathLike)
     return output, markdown
 
 
-__all__ = ["EvalResult", "Score", "evaluate_vsr", "markdown_report", "world_ablation_report", "write_reports"]
+__all__ = [
+    "EvalResult",
+    "EvaluationConfig",
+    "Score",
+    "evaluate_vsr",
+    "markdown_report",
+    "world_ablation_report",
+    "write_reports",
+]

@@ -1,6 +1,7 @@
 """A disk cache of world latents: the frozen VAE runs once per image; later epochs read the cache."""
 
 import hashlib
+import inspect
 import json
 import os
 import tempfile
@@ -15,8 +16,6 @@ from ..data import load_image
 from ..modeling_theworld import TheWorld
 from ..processing_theworld import TheWorldProcessor
 
-PREPROCESSING = "rgb-bicubic-square-[-1,1]"
-
 
 def vae_fingerprint(model: TheWorld, processor: TheWorldProcessor) -> str:
     """Hash of everything that shapes a latent besides the image: VAE weights and config, preprocessing."""
@@ -24,7 +23,8 @@ def vae_fingerprint(model: TheWorld, processor: TheWorldProcessor) -> str:
     settings = {
         "vae_config": model.config.vae_config,
         "world_image_size": processor.world_image_size,
-        "preprocessing": PREPROCESSING,
+        # The code that turns an image into world pixels: any change to it makes new latents.
+        "preprocessing": inspect.getsource(type(processor).preprocess_world_images),
         "dtype": str(model.vae.dtype),
     }
     digest.update(json.dumps(settings, sort_keys=True).encode())

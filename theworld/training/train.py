@@ -13,11 +13,15 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
+from ..configuration_theworld import PROJECTOR_TYPES
 from ..data import VSRExample, load_vsr_split
+from ..hub.files import HISTORY_NAME, TRAINING_CONFIG_NAME, TRAINING_STATE_DIR
+from ..loading_theworld import LORA_TARGET_MODULES, lora_arguments
 from ..modeling_theworld import TheWorld
 from ..processing_theworld import TheWorldProcessor
-from .checkpoint import latest_step_checkpoint, prune_step_checkpoints, read_training_state, save_checkpoint
+from .checkpoint import prune_step_checkpoints, read_training_state, save_checkpoint
 from .data import VSRCollator, VSRTrainingDataset
 from .evaluate import evaluate_vsr
 from .latent_cache import WorldLatentCache
@@ -31,42 +35,60 @@ RUN_DEFINING_FIELDS = ("world_image_size", "world_grid_size", "projector_type")
 
 @dataclass
 class TrainingConfig:
-    """Everything one fine-tuning run needs; the command line mirrors these fields."""
+    """Everything one fine-tuning run needs; `theworld train` takes each field as an option (`--batch-size 16`)."""
 
-    gemma: str
-    cosmos: str
-    data_dir: Path
-    output_dir: Path
-    images_dir: Path | None = None
-    world_image_size: int = 512
-    world_grid_size: int = 16
-    projector_type: str = "mlp"
-    lora_rank: int = 0
-    lora_alpha: int | None = None
-    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    train_language_model: bool = False
-    train_vision_tower: bool = False
-    train_multi_modal_projector: bool = False
-    epochs: int = 3
-    max_steps: int | None = None
-    batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    lr_scheduler: str = "cosine"
-    seed: int = 0
-    save_every: int = 200
-    keep_checkpoints: int = 2
-    eval_every: int | None = None
-    eval_examples: int = 128
-    use_latent_cache: bool = True
-    latent_cache_dir: Path | None = None
-    on_bad_image: Literal["error", "skip"] = "error"
-    dtype: str = "float32"
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    gradient_checkpointing: bool = False
-    progress: bool = True
+    gemma: str = field(metadata={"help": "Gemma 3 base: a Hub id (google/gemma-3-4b-it) or a local folder"})
+    cosmos: str = field(metadata={"help": "Cosmos-Predict2 repository with vae/: a Hub id or a local folder"})
+    data_dir: Path = field(metadata={"aliases": ["--data"], "help": "folder with train.jsonl (and dev.jsonl)"})
+    output_dir: Path = field(metadata={"help": "run folder: checkpoint/, checkpoints/, history.json, curves"})
+    images_dir: Path | None = field(
+        default=None, metadata={"aliases": ["--images"], "help": "image folder (default: DATA_DIR/images)"}
+    )
+    world_image_size: int = field(default=512, metadata={"help": "side of the square world view in pixels"})
+    world_grid_size: int = field(
+        default=16, metadata={"help": "the VAE latent is cut into a grid of this many patches a side, one token each"}
+    )
+    projector_type: str = field(
+        default="mlp", metadata={"choices": list(PROJECTOR_TYPES), "help": "world projector architecture"}
+    )
+    lora_rank: int = field(default=0, metadata={"help": "rank of LoRA adapters on the language model (0: none)"})
+    lora_alpha: int | None = field(default=None, metadata={"help": "LoRA alpha (default: twice the rank)"})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: list(LORA_TARGET_MODULES), metadata={"help": "modules that get LoRA adapters"}
+    )
+    train_language_model: bool = field(default=False, metadata={"help": "train Gemma's whole language model too"})
+    train_vision_tower: bool = field(default=False, metadata={"help": "train Gemma's SigLIP vision tower too"})
+    train_multi_modal_projector: bool = field(
+        default=False, metadata={"help": "train Gemma's own image projector too"}
+    )
+    epochs: int = field(default=3, metadata={"help": "passes over the training split"})
+    max_steps: int | None = field(default=None, metadata={"help": "optimizer steps; overrides --epochs"})
+    batch_size: int = field(default=8, metadata={"help": "examples per device per forward pass"})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "forward passes per optimizer step"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    warmup_steps: int = field(default=0, metadata={"help": "linear warm-up steps"})
+    lr_scheduler: str = field(default="cosine", metadata={"help": "transformers scheduler name (cosine, linear, ...)"})
+    seed: int = field(default=0, metadata={"help": "random seed (initialisation, data order)"})
+    save_every: int = field(default=200, metadata={"help": "steps between resumable step checkpoints"})
+    keep_checkpoints: int = field(default=2, metadata={"help": "step checkpoints kept (the oldest are deleted)"})
+    eval_every: int | None = field(default=None, metadata={"help": "steps between dev evaluations (default: none)"})
+    eval_examples: int = field(default=128, metadata={"help": "dev examples per evaluation"})
+    use_latent_cache: bool = field(
+        default=True, metadata={"help": "encode each image with the VAE once and keep its latent on disk"}
+    )
+    latent_cache_dir: Path | None = field(
+        default=None, metadata={"help": "where the latents are kept (default: OUTPUT_DIR/latent-cache)"}
+    )
+    on_bad_image: Literal["error", "skip"] = field(
+        default="error", metadata={"help": "a missing or unreadable image stops the run (error) or is left out (skip)"}
+    )
+    dtype: str = field(default="float32", metadata={"help": "dtype of the frozen bases (float32, bfloat16, ...)"})
+    mixed_precision: Literal["no", "bf16", "fp16"] = field(default="no", metadata={"help": "Accelerate autocast"})
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "recompute activations in the backward pass: less memory, more time"}
+    )
+    progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
     def __post_init__(self) -> None:
         self.data_dir, self.output_dir = Path(self.data_dir), Path(self.output_dir)
@@ -96,14 +118,7 @@ def build_model(config: TrainingConfig) -> tuple[TheWorld, TheWorldProcessor]:
         freeze_multi_modal_projector=not config.train_multi_modal_projector,
     )
     if config.lora_rank:
-        model.add_language_model_lora(
-            {
-                "r": config.lora_rank,
-                "lora_alpha": config.lora_alpha or 2 * config.lora_rank,
-                "target_modules": list(config.lora_target_modules),
-                "lora_dropout": 0.0,
-            }
-        )
+        model.add_language_model_lora(lora_arguments(config.lora_rank, config.lora_alpha, config.lora_target_modules))
     return model, TheWorldProcessor.from_model_config(model.config)
 
 
@@ -136,7 +151,8 @@ def train(config: TrainingConfig) -> TrainingResult:
     )
     set_seed(config.seed)
     checkpoints_dir = config.output_dir / CHECKPOINTS_DIR
-    resume_from = latest_step_checkpoint(checkpoints_dir)
+    resume_from = get_last_checkpoint(checkpoints_dir) if checkpoints_dir.is_dir() else None
+    resume_from = Path(resume_from) if resume_from else None
     model, processor = resume_model(resume_from, config) if resume_from else build_model(config)
     if config.gradient_checkpointing:  # less activation memory for one more forward pass per step
         model.enable_activation_checkpointing()
@@ -174,14 +190,16 @@ def train(config: TrainingConfig) -> TrainingResult:
 
     step, history = 0, {"loss": [], "dev_accuracy": []}
     if resume_from:
-        step, history = read_training_state(resume_from / "training_state", optimizer, scheduler)
+        step, history = read_training_state(resume_from / TRAINING_STATE_DIR, optimizer, scheduler)
     unwrapped = accelerator.unwrap_model(model)
 
     def save_step_checkpoint() -> None:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             state = {"optimizer": optimizer, "scheduler": scheduler, "step": step, "history": history}
-            save_checkpoint(unwrapped, processor, checkpoints_dir / f"checkpoint-{step}", training_state=state)
+            save_checkpoint(
+                unwrapped, processor, checkpoints_dir / f"{PREFIX_CHECKPOINT_DIR}-{step}", training_state=state
+            )
             prune_step_checkpoints(checkpoints_dir, config.keep_checkpoints)
         accelerator.wait_for_everyone()
 
@@ -221,8 +239,8 @@ def train(config: TrainingConfig) -> TrainingResult:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         save_checkpoint(unwrapped, processor, final)
-        (config.output_dir / "history.json").write_text(json.dumps(history))
-        (config.output_dir / "training_config.json").write_text(json.dumps(asdict(config), default=str, indent=2))
+        (config.output_dir / HISTORY_NAME).write_text(json.dumps(history))
+        (config.output_dir / TRAINING_CONFIG_NAME).write_text(json.dumps(asdict(config), default=str, indent=2))
         plot_curves(history, config.output_dir)
     accelerator.wait_for_everyone()
     accelerator.end_training()

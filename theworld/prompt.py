@@ -1,4 +1,4 @@
-"""The one VSR prompt format, shared by training and evaluation."""
+"""The one VSR prompt format, shared by training, evaluation, the demo and the model card."""
 
 import re
 from typing import Any
