@@ -6,7 +6,7 @@ import pytest
 from huggingface_hub import constants
 
 from theworld import TheWorld, TheWorldProcessor
-from theworld.tiny import TinyBases, make_tiny_bases
+from theworld.testing.tiny import TinyBases, make_tiny_bases
 
 TINY_WORLD = {"world_image_size": 64, "world_grid_size": 2}
 

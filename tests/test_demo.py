@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from theworld.demo import DEMO_RECIPE, DemoConfig, run_demo
-from theworld.tiny_vae import QUICK_STEPS
+from theworld.testing.tiny_vae import QUICK_STEPS
 from theworld.training import parse_answer
 
 TRAIN_EXAMPLES = 4800  # 300 steps of 16

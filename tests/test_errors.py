@@ -10,7 +10,7 @@ from transformers import AutoConfig, Gemma3ForConditionalGeneration
 from world_inputs import make_image, perturb_trainable, prompt
 
 from theworld import TheWorld, TheWorldConfig
-from theworld.tiny import tiny_gemma_config
+from theworld.testing.tiny import tiny_gemma_config
 
 
 @pytest.fixture()

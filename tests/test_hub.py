@@ -32,7 +32,7 @@ import theworld
 from theworld import TheWorld
 from theworld.hub.files import REMOTE_CODE_FILES
 from theworld.hub.push import push_checkpoint
-from theworld.tiny import tiny_gemma_config
+from theworld.testing.tiny import tiny_gemma_config
 
 pytestmark = pytest.mark.usefixtures("online_hub_client")
 

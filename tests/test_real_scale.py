@@ -9,7 +9,7 @@ from transformers import Gemma3ForConditionalGeneration
 from world_inputs import perturb_trainable
 
 from theworld import TheWorld
-from theworld.scale import (
+from theworld.bench.scale import (
     GEMMA_CONFIG_FILE,
     REAL_WORLD_TOKEN_IDS,
     VAE_CONFIG_FILE,
@@ -22,7 +22,7 @@ from theworld.scale import (
     safetensors_header_bytes,
 )
 
-# Published figures of the two bases (see theworld/real_configs and DESIGN.md).
+# Published figures of the two bases (see theworld/bench/real_configs and DESIGN.md).
 GEMMA_3_4B_PARAMETERS = 4_300_079_472
 COSMOS_VAE_ENCODER_PARAMETERS = 53_596_928  # encoder + quant_conv of the 126,892,531-parameter VAE
 GEMMA_3_4B_EMBEDDING_ROWS = 262_208

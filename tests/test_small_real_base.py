@@ -10,8 +10,8 @@ from safetensors import safe_open
 from transformers import AutoProcessor, Gemma3ForCausalLM, Gemma3ForConditionalGeneration, Gemma3TextConfig
 
 from theworld import TheWorld
-from theworld import small_real_base as builder
-from theworld.tiny import IMAGE_TOKEN, make_tiny_tokenizer
+from theworld.testing import small_real_base as builder
+from theworld.testing.tiny import IMAGE_TOKEN, make_tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

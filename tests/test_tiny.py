@@ -17,7 +17,7 @@ from transformers import (
     GemmaTokenizer,
 )
 
-from theworld.tiny import make_tiny_bases
+from theworld.testing.tiny import make_tiny_bases
 
 
 def file_hashes(directory: Path) -> dict[str, str]:

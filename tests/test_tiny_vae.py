@@ -7,8 +7,8 @@ import torch
 from diffusers import AutoencoderKLWan
 
 from theworld import tiny_vae
-from theworld.tiny import tiny_vae_config
-from theworld.tiny_vae import (
+from theworld.testing.tiny import tiny_vae_config
+from theworld.testing.tiny_vae import (
     QUICK_STEPS,
     TinyVAEReport,
     cached_trained_tiny_vae,

@@ -16,9 +16,9 @@ from safetensors.torch import load_file
 from theworld import TheWorld, TheWorldProcessor
 from theworld.cli import main
 from theworld.data import load_vsr_split, synthesize_vsr
-from theworld.training import TrainingConfig, WorldLatentCache, save_checkpoint, train
-from theworld.training.data import VSRCollator, VSRTrainingDataset, encode_vsr_example
 from theworld.prompt import answer_text, parse_answer
+from theworld.training import TrainingConfig, WorldLatentCache, save_checkpoint, train
+from theworld.training.collation import VSRCollator, VSRTrainingDataset, encode_vsr_example
 
 TINY_RECIPE = {"world_image_size": 64, "world_grid_size": 1, "batch_size": 4, "learning_rate": 1e-2, "progress": False}
 

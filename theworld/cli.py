@@ -53,7 +53,7 @@ def _make_tiny_bases(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (same seed, same files)")
 
     def run(args: argparse.Namespace) -> None:
-        from .tiny import make_tiny_bases
+        from .testing.tiny import make_tiny_bases
 
         bases = make_tiny_bases(args.directory, seed=args.seed)
         print(f"gemma:  {bases.gemma}\ncosmos: {bases.cosmos}")
@@ -67,7 +67,7 @@ def _make_small_real_base(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the stand-in vision tower")
 
     def run(args: argparse.Namespace) -> None:
-        from .small_real_base import cached_small_real_base
+        from .testing.small_real_base import cached_small_real_base
 
         print(cached_small_real_base(args.cache_dir, seed=args.seed))
 

@@ -19,8 +19,8 @@ from .markdown import markdown_table
 from .modeling_theworld import TheWorld
 from .processing_theworld import TheWorldProcessor
 from .prompt import vsr_messages
-from .tiny import make_tiny_bases
-from .tiny_vae import DEFAULT_STEPS, cached_trained_tiny_vae
+from .testing.tiny import make_tiny_bases
+from .testing.tiny_vae import DEFAULT_STEPS, cached_trained_tiny_vae
 from .training import TrainingConfig, train, world_ablation_report, write_reports
 
 # The default recipe for the tiny stand-in bases (see the README for the recipe on real weights): one global world

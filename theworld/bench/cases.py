@@ -29,9 +29,9 @@ from ..loading_theworld import WEIGHTS_NAME
 from ..modeling_theworld import TheWorld
 from ..processing_theworld import TheWorldProcessor
 from ..prompt import vsr_inputs
-from ..small_real_base import cached_small_real_base
-from ..tiny import TinyBases, make_tiny_bases
-from ..training.data import VSRCollator, VSRTrainingDataset, encode_vsr_example
+from ..testing.small_real_base import cached_small_real_base
+from ..testing.tiny import TinyBases, make_tiny_bases
+from ..training.collation import VSRCollator, VSRTrainingDataset, encode_vsr_example
 from ..training.latent_cache import WorldLatentCache
 from .harness import interleave, resident_bytes, round_robin, synchronize, timed, transient_peak_bytes
 from .presets import MeasuredPreset

@@ -5,7 +5,7 @@ LoRA adapters, at each world-token count) one training step of a batch of VSR qu
 vision tower and the VAE encoder (frozen), the trainable projector(s), the language model with its loss, and the
 backward pass. Nothing is allocated; shapes are real. From that pass:
 
-- parameters and checkpoint bytes (`theworld.scale.parameter_report`);
+- parameters and checkpoint bytes (`theworld.bench.scale.parameter_report`);
 - an estimate of training memory in bf16 mixed precision with AdamW::
 
       frozen parameters x 2 bytes           (bf16 weights)
@@ -34,8 +34,8 @@ from transformers import AttentionInterface, Gemma3ForConditionalGeneration
 
 from ..loading_theworld import lora_arguments
 from ..modeling_theworld import TheWorld
-from ..scale import build_real_scale_model, parameter_report
 from .presets import MetaPreset
+from .scale import build_real_scale_model, parameter_report
 
 ATTENTION = "theworld_meta_attention"
 DTYPE = torch.bfloat16

@@ -1,7 +1,7 @@
 """Benchmark presets: model sizes and run lengths.
 
-`micro` and `small` build random base models in the real repository layouts (`theworld.tiny.make_tiny_bases` with the
-preset's sizes) and measure them; `small-real` measures the pretrained Gemma 3 270M (the small real base) with a small
+`micro` and `small` build random base models in the real repository layouts
+(`theworld.testing.tiny.make_tiny_bases` with the preset's sizes) and measure them; `small-real` measures the pretrained Gemma 3 270M (the small real base) with a small
 random VAE; `real-meta` builds the real configurations on the `meta` device and computes what
 needs no weights (parameters, checkpoint bytes, a training-memory estimate, FLOPs).
 """
@@ -37,8 +37,8 @@ class MeasuredPreset:
     load_repeats: int
     epoch_examples: int
     epoch_repeats: int
-    # The pretrained Gemma 3 270M (`theworld.small_real_base`) instead of a random Gemma of the `text` and `vision`
-    # sizes; the VAE stays random.
+    # The pretrained Gemma 3 270M (`theworld.testing.small_real_base`) instead of a random Gemma of the `text` and
+    # `vision` sizes; the VAE stays random.
     small_real_gemma: bool = False
 
 

@@ -22,7 +22,7 @@ from ..loading_theworld import LORA_TARGET_MODULES, lora_arguments
 from ..modeling_theworld import TheWorld
 from ..processing_theworld import TheWorldProcessor
 from .checkpoint import prune_step_checkpoints, read_training_state, save_checkpoint
-from .data import VSRCollator, VSRTrainingDataset
+from .collation import VSRCollator, VSRTrainingDataset
 from .evaluate import evaluate_vsr
 from .latent_cache import WorldLatentCache
 from .plots import plot_curves

@@ -2,8 +2,9 @@
 
 `build_real_scale_model` builds Gemma 3 4B (`google/gemma-3-4b-it`) and the Cosmos-Predict2 VAE
 (`nvidia/Cosmos-Predict2-2B-Video2World`, subfolder `vae`) from their published configurations (shipped in
-`theworld/real_configs/`) under `torch.device("meta")`: shapes and parameter counts are real, no memory is allocated
-and nothing is downloaded. `parameter_report` gives the figures the docs quote; `python -m theworld.scale` prints them.
+`theworld/bench/real_configs/`) under `torch.device("meta")`: shapes and parameter counts are real, no memory is
+allocated and nothing is downloaded. `parameter_report` gives the figures the docs quote; `python -m theworld.bench.scale`
+prints them.
 """
 
 import argparse
@@ -15,9 +16,9 @@ import torch
 from diffusers import AutoencoderKLWan
 from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 
-from .configuration_theworld import PROJECTOR_TYPES, TheWorldConfig, vae_config_fields
-from .markdown import markdown_table
-from .modeling_theworld import TheWorld
+from ..configuration_theworld import PROJECTOR_TYPES, TheWorldConfig, vae_config_fields
+from ..markdown import markdown_table
+from ..modeling_theworld import TheWorld
 
 REAL_CONFIGS = Path(__file__).parent / "real_configs"
 GEMMA_CONFIG_FILE = REAL_CONFIGS / "gemma-3-4b-it.config.json"

@@ -26,8 +26,8 @@ from diffusers import AutoencoderKLWan
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
 from tqdm.auto import tqdm
 
+from ..data.synth import random_scene
 from .build_cache import build_once, cache_root
-from .data.synth import random_scene
 from .tiny import tiny_vae_config, write_cosmos_repository
 
 __all__ = [
