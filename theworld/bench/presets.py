@@ -1,9 +1,9 @@
 """Benchmark presets: model sizes and run lengths.
 
-`micro` and `small` build random base models in the real repository layouts
-(`theworld.testing.tiny.make_tiny_bases` with the preset's sizes) and measure them; `small-real` measures the pretrained Gemma 3 270M (the small real base) with a small
-random VAE; `real-meta` builds the real configurations on the `meta` device and computes what
-needs no weights (parameters, checkpoint bytes, a training-memory estimate, FLOPs).
+`micro` and `small` build random base models in the real repository layouts (`theworld.testing.tiny.make_tiny_bases`
+with the preset's sizes) and measure them; `small-real` measures the pretrained Gemma 3 270M (the small real base) with
+a small random VAE; `real-meta` builds the real configurations on the `meta` device and computes what needs no weights
+(parameters, checkpoint bytes, a training-memory estimate, FLOPs).
 """
 
 from dataclasses import dataclass

@@ -3,8 +3,8 @@
 `build_real_scale_model` builds Gemma 3 4B (`google/gemma-3-4b-it`) and the Cosmos-Predict2 VAE
 (`nvidia/Cosmos-Predict2-2B-Video2World`, subfolder `vae`) from their published configurations (shipped in
 `theworld/bench/real_configs/`) under `torch.device("meta")`: shapes and parameter counts are real, no memory is
-allocated and nothing is downloaded. `parameter_report` gives the figures the docs quote; `python -m theworld.bench.scale`
-prints them.
+allocated and nothing is downloaded. `parameter_report` gives the figures the docs quote;
+`python -m theworld.bench.scale` prints them.
 """
 
 import argparse
