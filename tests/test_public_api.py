@@ -2,15 +2,18 @@
 users call, and the command-line options. An accidental change fails here; a deliberate one rewrites the snapshot
 with `THEWORLD_UPDATE_API_SNAPSHOT=1 python -m pytest tests/test_public_api.py` and shows in the diff."""
 
-import argparse
+import dataclasses
 import inspect
 import json
 import os
 from pathlib import Path
 
+import pytest
+
 import theworld
 from theworld import TheWorld, TheWorldConfig, TheWorldProcessor
-from theworld.cli import COMMANDS
+from theworld.cli import COMMANDS, build_parser
+from theworld.training import EvaluationConfig, TrainingConfig
 
 SNAPSHOT = Path(__file__).with_name("public_api.json")
 
@@ -18,9 +21,8 @@ SNAPSHOT = Path(__file__).with_name("public_api.json")
 def command_line_usage() -> dict[str, str]:
     """Each subcommand's usage line: its positional arguments and options."""
     usage = {}
-    for name, add_arguments in COMMANDS.items():
-        parser = argparse.ArgumentParser(prog=f"theworld {name}")
-        add_arguments(parser)
+    for name in COMMANDS:
+        _, parser = build_parser(name)
         usage[name] = " ".join(parser.format_usage().split())
     return usage
 
@@ -47,3 +49,14 @@ def test_the_public_api_is_the_snapshot(monkeypatch):
     if os.environ.get("THEWORLD_UPDATE_API_SNAPSHOT"):
         SNAPSHOT.write_text(json.dumps(current, indent=2) + "\n")
     assert current == json.loads(SNAPSHOT.read_text())
+
+
+@pytest.mark.parametrize(("command", "config"), [("train", TrainingConfig), ("eval", EvaluationConfig)])
+def test_every_option_of_train_and_eval_has_help_text(command, config, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")
+    _, parser = build_parser(command)
+    shown = " ".join(parser.format_help().split())
+    for field in dataclasses.fields(config):
+        assert field.metadata.get("help"), f"{field.name} has no help text"
+        assert f"--{field.name.replace('_', '-')}" in shown or f"--{field.name}" in shown
+        assert " ".join(field.metadata["help"].split()) in shown, field.name

@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKLWan
 
-from theworld import tiny_vae
+from theworld.testing import tiny_vae
 from theworld.testing.tiny import tiny_vae_config
 from theworld.testing.tiny_vae import (
     QUICK_STEPS,

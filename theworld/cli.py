@@ -14,15 +14,20 @@ from typing import Any
 
 from transformers import HfArgumentParser
 
-# name -> (one-line help, `build(subparsers)`, which adds the subcommand's parser with its options)
-COMMANDS: dict[str, tuple[str, Callable[[Any], None]]] = {}
+# name -> (one-line help, `build(subparsers)`, which adds and returns the subcommand's parser with its options)
+COMMANDS: dict[str, tuple[str, Callable[[Any], argparse.ArgumentParser]]] = {}
 
 
 def command(name: str, help: str):
     """Registers `add_arguments(parser)`; the parser's `run` default does the work."""
 
     def register(add_arguments: Callable[[argparse.ArgumentParser], None]):
-        COMMANDS[name] = (help, lambda subparsers: add_arguments(subparsers.add_parser(name, help=help)))
+        def build(subparsers: Any) -> argparse.ArgumentParser:
+            parser = subparsers.add_parser(name, help=help, description=help)
+            add_arguments(parser)
+            return parser
+
+        COMMANDS[name] = (help, build)
         return add_arguments
 
     return register
@@ -33,8 +38,10 @@ def dataclass_command(name: str, help: str, dataclass: Callable[[], type]):
     when the subcommand runs); `add_arguments(parser)` adds the rest and sets `run`."""
 
     def register(add_arguments: Callable[[argparse.ArgumentParser], None]):
-        def build(subparsers: Any) -> None:
-            add_arguments(subparsers.add_parser(name, help=help, description=help, dataclass_types=[dataclass()]))
+        def build(subparsers: Any) -> argparse.ArgumentParser:
+            parser = subparsers.add_parser(name, help=help, description=help, dataclass_types=[dataclass()])
+            add_arguments(parser)
+            return parser
 
         COMMANDS[name] = (help, build)
         return add_arguments
@@ -234,21 +241,24 @@ def _bench(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(run=run)
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The `theworld` parser; with `command`, that subcommand's options too (the others are listed, not built)."""
+def build_parser(command: str | None = None) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser | None]:
+    """The `theworld` parser and, if `command` names one, that subcommand's parser with its options (the other
+    subcommands are listed, not built)."""
     parser = argparse.ArgumentParser(prog="theworld", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=HfArgumentParser)
+    command_parser = None
     for name, (help, build) in COMMANDS.items():
         if name == command:
-            build(subparsers)
+            command_parser = build(subparsers)
         else:
             subparsers.add_parser(name, help=help)
-    return parser
+    return parser, command_parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(argv[0] if argv else None).parse_args(argv)
+    parser, _ = build_parser(argv[0] if argv else None)
+    args = parser.parse_args(argv)
     try:
         args.run(args)
     except (ValueError, OSError, ImportError) as error:

@@ -9,8 +9,10 @@ they are the bases it was trained on.
 import copy
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -74,6 +76,9 @@ IGNORED_LOADING_KWARGS = (
 )
 # safetensors dtype names of floating-point weights.
 SAFETENSORS_FLOAT_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+# The entry-point group through which an installed package (`theworld`) gives `push_to_hub` TheWorld's model card; the
+# remote code itself never imports that package.
+MODEL_CARD_ENTRY_POINT = "theworld.model_card"
 # The language model's attention projections: where LoRA adapters go unless told otherwise.
 LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 
@@ -106,10 +111,9 @@ class TheWorldPreTrainedModel(PreTrainedModel):
         if not self.config.freeze_multi_modal_projector:
             modules.append(self.gemma.model.multi_modal_projector)
         if self.config.lora_config is not None:
-            from peft.tuners.tuners_utils import BaseTunerLayer  # present: LoRA checkpoints need peft
-
+            adapter_layer = import_peft().tuners.tuners_utils.BaseTunerLayer
             for layer in self.gemma.model.language_model.modules():
-                if isinstance(layer, BaseTunerLayer):
+                if isinstance(layer, adapter_layer):
                     modules += [getattr(layer, name) for name in layer.adapter_layer_names]
         return modules
 
@@ -289,14 +293,8 @@ class TheWorldPreTrainedModel(PreTrainedModel):
 
     def add_language_model_lora(self, lora_config: dict[str, Any]) -> None:
         """Adds PEFT LoRA adapters to Gemma's language model (needs `peft`); they train and save with the projector."""
-        try:  # peft stays an optional requirement: only LoRA checkpoints need it
-            from peft import LoraConfig, inject_adapter_in_model
-        except ImportError as error:
-            raise ImportError(
-                f'This checkpoint has LoRA adapters; install peft (`pip install "peft>={MINIMUM_VERSIONS["peft"]}"`).'
-            ) from error
-
-        inject_adapter_in_model(LoraConfig(**lora_config), self.gemma.model.language_model)
+        peft = import_peft()
+        peft.inject_adapter_in_model(peft.LoraConfig(**lora_config), self.gemma.model.language_model)
         self.config.lora_config = dict(lora_config)
         self.apply_freezing()
 
@@ -350,22 +348,14 @@ class TheWorldPreTrainedModel(PreTrainedModel):
         max_shard_size: int | str | None = "50GB",
         tags: list[str] | None = None,
     ) -> CommitInfo:
-        """`PreTrainedModel.push_to_hub`, in one commit. README.md is TheWorld's own model card where the `theworld`
-        package is installed, transformers' default card elsewhere."""
+        """`PreTrainedModel.push_to_hub`, in one commit. README.md is TheWorld's own model card where a package offers
+        one (`MODEL_CARD_ENTRY_POINT`: the `theworld` package does), transformers' default card elsewhere."""
         commit = dict(commit_message=commit_message, commit_description=commit_description, create_pr=create_pr)
         tags = tags or []  # transformers' own push_to_hub iterates over them
-        try:
-            from theworld.hub.card import model_card_text
-        except ImportError:  # the remote code alone
-            return super().push_to_hub(
-                repo_id,
-                private=private,
-                max_shard_size=max_shard_size,
-                tags=tags,
-                token=token,
-                revision=revision,
-                **commit,
-            )
+        model_card_text = installed_model_card_builder()
+        if model_card_text is None:
+            hub = dict(private=private, max_shard_size=max_shard_size, tags=tags, token=token, revision=revision)
+            return super().push_to_hub(repo_id, **hub, **commit)
         api = HfApi(token=token)
         repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
         if revision is not None:
@@ -377,6 +367,27 @@ class TheWorldPreTrainedModel(PreTrainedModel):
             return api.upload_folder(
                 repo_id=repo_id, folder_path=folder, revision=revision, commit_message=commit_message, **commit
             )
+
+
+def installed_model_card_builder() -> Callable[..., str] | None:
+    """`(saved folder, repo_id=..., tags=...) -> README.md text` from an installed package, if one offers it."""
+    for entry_point in entry_points(group=MODEL_CARD_ENTRY_POINT):
+        try:
+            return entry_point.load()
+        except ImportError as error:  # installed but not importable here: transformers' default card
+            logger.info(f"The model card of {entry_point.value} is not available ({error}); using the default card.")
+    return None
+
+
+def import_peft() -> ModuleType:
+    """The `peft` module: an optional requirement, which only LoRA checkpoints need."""
+    try:
+        import peft
+    except ImportError as error:
+        raise ImportError(
+            f'This checkpoint has LoRA adapters; install peft (`pip install "peft>={MINIMUM_VERSIONS["peft"]}"`).'
+        ) from error
+    return peft
 
 
 def lora_arguments(rank: int, alpha: int | None = None, target_modules: Sequence[str] = LORA_TARGET_MODULES) -> dict:
