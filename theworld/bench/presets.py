@@ -6,7 +6,7 @@ a small random VAE; `real-meta` builds the real configurations on the `meta` dev
 (parameters, checkpoint bytes, a training-memory estimate, FLOPs).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..loading_theworld import LORA_TARGET_MODULES
@@ -112,23 +112,17 @@ SMALL = MeasuredPreset(
     epoch_repeats=5,
 )
 
-SMALL_REAL = MeasuredPreset(
+# MICRO's world layout at the 270M's image size, with more repeats.
+SMALL_REAL = replace(
+    MICRO,
     name="small-real",
-    text={},
-    vision={},
-    mm_tokens_per_image=16,
-    vae={"num_res_blocks": 1},
     world_image_size=64,
-    world_grid_size=4,
-    sweep_grid_sizes=(2, 4),
     batch_size=4,
     image_size=64,
-    warmup=1,
     repeats=3,
     new_tokens=8,
     load_repeats=2,
     epoch_examples=8,
-    epoch_repeats=1,
     small_real_gemma=True,
 )
 
