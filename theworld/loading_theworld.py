@@ -18,12 +18,13 @@ from typing import Any
 import torch
 from diffusers import AutoencoderKLWan
 from diffusers.utils import SAFETENSORS_WEIGHTS_NAME as VAE_WEIGHTS_NAME
-from huggingface_hub import CommitInfo, HfApi
+from huggingface_hub import CommitInfo, HfApi, hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError
 from safetensors import safe_open
 from torch import nn
 from transformers import AutoTokenizer, Gemma3ForConditionalGeneration, GenerationConfig, PreTrainedModel
 from transformers.modeling_utils import load_state_dict
-from transformers.utils import cached_file, logging
+from transformers.utils import logging
 from transformers.utils.hub import resolve_revision
 
 from .configuration_theworld import (
@@ -491,12 +492,11 @@ def vae_dtype(config: TheWorldConfig, dtype: torch.dtype | str | None, **hub_kwa
         if not isinstance(getattr(torch, dtype, None), torch.dtype):
             raise ValueError(f"dtype={dtype!r} is not a torch dtype; use e.g. torch.bfloat16, 'bfloat16' or 'auto'.")
         return getattr(torch, dtype)
-    weights_file = cached_file(
+    weights_file = optional_file(
         config.cosmos_model_name_or_path,
         VAE_WEIGHTS_NAME,
         subfolder=config.cosmos_subfolder,
         revision=config.cosmos_revision,
-        _raise_exceptions_for_missing_entries=False,
         **hub_kwargs,
     )
     if weights_file is None:  # sharded or not safetensors: diffusers' own default
@@ -528,7 +528,7 @@ def load_bases(
         subfolder=config.cosmos_subfolder,
         revision=config.cosmos_revision,
         torch_dtype=vae_torch_dtype,
-        **{key: value for key, value in hub_kwargs.items() if key != "proxies"},
+        **hub_download_kwargs(hub_kwargs),
     )
     return gemma, vae
 
@@ -558,25 +558,33 @@ def _as_list(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+def hub_download_kwargs(hub_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The Hub arguments (`HUB_KWARGS`) that huggingface_hub's downloads take: all but transformers' `proxies`."""
+    return {key: value for key, value in hub_kwargs.items() if key != "proxies"}
+
+
+def optional_file(
+    name_or_path: str | os.PathLike, filename: str, subfolder: str = "", revision: str | None = None, **hub_kwargs
+) -> str | None:
+    """Path of `filename` in a local folder or a Hub repository (downloaded, or found in the Hub cache when offline),
+    or None if the repository (or, offline, the cache) has no such file."""
+    if os.path.isdir(name_or_path):
+        path = Path(name_or_path, subfolder, filename)
+        return str(path) if path.is_file() else None
+    try:
+        download = hub_download_kwargs(hub_kwargs)
+        return hf_hub_download(str(name_or_path), filename, subfolder=subfolder or None, revision=revision, **download)
+    except EntryNotFoundError:
+        return None
+
+
 def resolve_weights_file(pretrained_model_name_or_path: str | os.PathLike, revision: str | None, **hub_kwargs) -> str:
     """Path of the checkpoint's `model.safetensors`; pickled weights are refused, never unpickled."""
-    weights_file = cached_file(
-        pretrained_model_name_or_path,
-        WEIGHTS_NAME,
-        revision=revision,
-        _raise_exceptions_for_missing_entries=False,
-        **hub_kwargs,
-    )
+    weights_file = optional_file(pretrained_model_name_or_path, WEIGHTS_NAME, revision=revision, **hub_kwargs)
     if weights_file is not None:
         return weights_file
     for pickled in PICKLED_WEIGHTS_NAMES:
-        if cached_file(
-            pretrained_model_name_or_path,
-            pickled,
-            revision=revision,
-            _raise_exceptions_for_missing_entries=False,
-            **hub_kwargs,
-        ):
+        if optional_file(pretrained_model_name_or_path, pickled, revision=revision, **hub_kwargs):
             raise OSError(
                 f"{pretrained_model_name_or_path} offers only pickled weights ({pickled}); TheWorld loads safetensors "
                 f"only, because unpickling can run arbitrary code. Ask its author for a {WEIGHTS_NAME}."
