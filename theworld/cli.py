@@ -18,28 +18,15 @@ from transformers import HfArgumentParser
 COMMANDS: dict[str, tuple[str, Callable[[Any], argparse.ArgumentParser]]] = {}
 
 
-def command(name: str, help: str):
-    """Registers `add_arguments(parser)`; the parser's `run` default does the work."""
+def command(name: str, help: str, dataclass: Callable[[], type] | None = None):
+    """Registers `add_arguments(parser)`, which adds the subcommand's own options and sets `run`, the parser default
+    that does the work. With `dataclass`, the options are also the fields of the dataclass it returns (imported only
+    when the subcommand is chosen)."""
 
     def register(add_arguments: Callable[[argparse.ArgumentParser], None]):
         def build(subparsers: Any) -> argparse.ArgumentParser:
-            parser = subparsers.add_parser(name, help=help, description=help)
-            add_arguments(parser)
-            return parser
-
-        COMMANDS[name] = (help, build)
-        return add_arguments
-
-    return register
-
-
-def dataclass_command(name: str, help: str, dataclass: Callable[[], type]):
-    """Registers a subcommand whose options are the fields of the dataclass `dataclass()` returns (imported only
-    when the subcommand runs); `add_arguments(parser)` adds the rest and sets `run`."""
-
-    def register(add_arguments: Callable[[argparse.ArgumentParser], None]):
-        def build(subparsers: Any) -> argparse.ArgumentParser:
-            parser = subparsers.add_parser(name, help=help, description=help, dataclass_types=[dataclass()])
+            dataclass_types = [dataclass()] if dataclass is not None else []
+            parser = subparsers.add_parser(name, help=help, description=help, dataclass_types=dataclass_types)
             add_arguments(parser)
             return parser
 
@@ -118,9 +105,7 @@ def training_config() -> type:
     return TrainingConfig
 
 
-@dataclass_command(
-    "train", "fine-tune TheWorld on VSR (resumes an interrupted run in the same --output-dir)", training_config
-)
+@command("train", "fine-tune TheWorld on VSR (resumes an interrupted run in the same --output-dir)", training_config)
 def _train(parser: argparse.ArgumentParser) -> None:
     def run(args: argparse.Namespace) -> None:
         from .training.train import TrainingConfig, train
@@ -137,7 +122,7 @@ def evaluation_config() -> type:
     return EvaluationConfig
 
 
-@dataclass_command("eval", "evaluate a checkpoint on a VSR jsonl file, world path on and ablated", evaluation_config)
+@command("eval", "evaluate a checkpoint on a VSR jsonl file, world path on and ablated", evaluation_config)
 def _eval(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="a checkpoint folder (e.g. OUTPUT/checkpoint) or a Hub repository id")
 

@@ -38,6 +38,7 @@ from .configuration_theworld import (
 )
 
 WEIGHTS_NAME = "model.safetensors"
+README_NAME = "README.md"
 PICKLED_WEIGHTS_NAMES = ("pytorch_model.bin", "model.bin", "pytorch_model.bin.index.json")
 HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "proxies")
 AUTO_MAP = {
@@ -363,7 +364,7 @@ class TheWorldPreTrainedModel(PreTrainedModel):
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         with tempfile.TemporaryDirectory() as folder:
             self.save_pretrained(folder, max_shard_size=max_shard_size)
-            Path(folder, "README.md").write_text(model_card_text(folder, repo_id=repo_id, tags=tags), encoding="utf-8")
+            Path(folder, README_NAME).write_text(model_card_text(folder, repo_id=repo_id, tags=tags), encoding="utf-8")
             commit_message = commit.pop("commit_message") or "Upload model"
             return api.upload_folder(
                 repo_id=repo_id, folder_path=folder, revision=revision, commit_message=commit_message, **commit

@@ -33,6 +33,7 @@ REQUIRED_FIELDS: tuple[str, ...] = ("image", "caption", "label", "relation")
 _SHOWN_BAD_IMAGES = 5
 
 OnBadImage = Literal["error", "skip"]
+ON_BAD_IMAGE_HELP = "a missing or unreadable image stops the run (error) or is left out (skip)"
 
 
 @dataclass(frozen=True)

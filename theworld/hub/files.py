@@ -14,7 +14,6 @@ from transformers.utils import CONFIG_NAME
 from ..configuration_theworld import TheWorldConfig
 from ..loading_theworld import WEIGHTS_NAME
 
-README_NAME = "README.md"
 # The remote code, in the order `sha256sum` lists the files (sorted by name).
 REMOTE_CODE_FILES = (
     "configuration_theworld.py",

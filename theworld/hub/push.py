@@ -7,8 +7,9 @@ from pathlib import Path
 
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi
 
+from ..loading_theworld import README_NAME
 from .card import build_model_card
-from .files import EVAL_NAME, README_NAME, TRAINING_STATE_DIR, LocalCheckpoint
+from .files import EVAL_NAME, TRAINING_STATE_DIR, LocalCheckpoint
 from .info import CheckpointInfo, read_info
 
 COMMIT_HASH = re.compile(r"[0-9a-f]{40}")

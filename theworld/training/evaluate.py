@@ -6,12 +6,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from ..data import VSRExample, load_image, meta_category
+from ..data.vsr import ON_BAD_IMAGE_HELP, OnBadImage
 from ..markdown import markdown_table
 from ..modeling_theworld import TheWorld
 from ..processing_theworld import TheWorldProcessor
@@ -71,9 +72,7 @@ class EvaluationConfig:
     output: Path = field(metadata={"help": "the JSON report; a Markdown table (.md) goes beside it"})
     batch_size: int = field(default=16, metadata={"help": "questions answered per forward pass"})
     limit: int | None = field(default=None, metadata={"help": "evaluate only the first LIMIT examples"})
-    on_bad_image: Literal["error", "skip"] = field(
-        default="error", metadata={"help": "a missing or unreadable image stops the run (error) or is left out (skip)"}
-    )
+    on_bad_image: OnBadImage = field(default="error", metadata={"help": ON_BAD_IMAGE_HELP})
 
 
 @torch.no_grad()

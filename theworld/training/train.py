@@ -16,7 +16,7 @@ from transformers import get_scheduler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from ..configuration_theworld import PROJECTOR_TYPES
-from ..data import VSRExample, load_vsr_split
+from ..data.vsr import ON_BAD_IMAGE_HELP, OnBadImage, VSRExample, load_vsr_split
 from ..hub.files import HISTORY_NAME, TRAINING_CONFIG_NAME, TRAINING_STATE_DIR
 from ..loading_theworld import LORA_TARGET_MODULES, lora_arguments
 from ..modeling_theworld import TheWorld
@@ -80,9 +80,7 @@ class TrainingConfig:
     latent_cache_dir: Path | None = field(
         default=None, metadata={"help": "where the latents are kept (default: OUTPUT_DIR/latent-cache)"}
     )
-    on_bad_image: Literal["error", "skip"] = field(
-        default="error", metadata={"help": "a missing or unreadable image stops the run (error) or is left out (skip)"}
-    )
+    on_bad_image: OnBadImage = field(default="error", metadata={"help": ON_BAD_IMAGE_HELP})
     dtype: str = field(default="float32", metadata={"help": "dtype of the frozen bases (float32, bfloat16, ...)"})
     mixed_precision: Literal["no", "bf16", "fp16"] = field(default="no", metadata={"help": "Accelerate autocast"})
     gradient_checkpointing: bool = field(
