@@ -156,12 +156,13 @@ def test_wrong_world_latent_shape_is_a_clear_error(world):
     model, processor = world
     inputs = processor(text=prompt(processor), images=make_image(0), return_tensors="pt")
     latents = model.encode_world(inputs.pop("world_pixel_values"))
-    z_dim, side = model.config.vae_config["z_dim"], model.config.world_latent_size
-    assert latents.shape == (1, z_dim, side, side)
+    channels, frames, side, _ = model.config.world_latent_shape
+    assert latents.shape == (1, channels, frames, side, side)
     with pytest.raises(
-        ValueError, match=re.escape(f"world_latents must have shape (num_images, {z_dim}, {side}, {side})")
+        ValueError,
+        match=re.escape(f"world_latents must have shape (num_images, {channels}, {frames}, {side}, {side})"),
     ):
-        model(**inputs, world_latents=latents[:, :, : side // 2])
+        model(**inputs, world_latents=latents[:, :, :, : side // 2])
 
 
 def test_text_with_world_placeholders_is_refused_by_the_processor(world):

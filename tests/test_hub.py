@@ -291,9 +291,9 @@ def test_push_to_hub_uploads_exactly_the_checkpoint(published: Published, name: 
     assert set(published.api.list_repo_files(repo_id)) == PUSHED_FILES
     config = json.loads(published.download(repo_id, "config.json").read_text())
     assert config["auto_map"]["AutoModel"] == "modeling_theworld.TheWorld"
-    assert config["gemma_model_name_or_path"] == GEMMA and config["cosmos_model_name_or_path"] == COSMOS
+    assert config["gemma_model_name_or_path"] == GEMMA and config["world_encoder_name_or_path"] == COSMOS
     assert config["gemma_revision"] == published.base_commits[GEMMA]
-    assert config["cosmos_revision"] == published.base_commits[COSMOS]
+    assert config["world_encoder_revision"] == published.base_commits[COSMOS]
     assert (config["lora_config"] is not None) == (name == "lora")
 
     weights = load_file(published.download(repo_id, "model.safetensors"))
@@ -449,7 +449,13 @@ def eval_report() -> dict[str, Any]:
 def make_run_folder(published: Published, run: Path) -> Path:
     """What `theworld train` leaves: OUTPUT/checkpoint, training_config.json, history.json; plus an eval.json."""
     shutil.copytree(published.work / "projector", run / "checkpoint")
-    training = {"gemma": GEMMA, "cosmos": COSMOS, "data_dir": "/private/data", "max_steps": 20, "batch_size": 8}
+    training = {
+        "gemma": GEMMA,
+        "world_encoder_path": COSMOS,
+        "data_dir": "/private/data",
+        "max_steps": 20,
+        "batch_size": 8,
+    }
     training |= {"learning_rate": 0.001, "lora_rank": 0, "seed": 0, "dtype": "float32", "mixed_precision": "no"}
     (run / "training_config.json").write_text(json.dumps(training))
     (run / "history.json").write_text(json.dumps({"loss": [[1, 2.0], [20, 0.25]], "dev_accuracy": []}))
@@ -495,7 +501,8 @@ def test_cli_push_and_info(published: Published, tmp_path: Path) -> None:
     weights = load_file(checkpoint / "model.safetensors")
     expected_lines = [
         f"gemma base: {GEMMA} @ {published.base_commits[GEMMA]}",
-        f"cosmos base: {COSMOS} @ {published.base_commits[COSMOS]}",
+        f"world encoder base: {COSMOS} @ {published.base_commits[COSMOS]} (in vae/)",
+        "world encoder: wan2.1 (Cosmos-Predict2 / Wan 2.1 VAE (AutoencoderKLWan, 16 channels, 8x))",
         f"trainable parameters: {sum(t.numel() for t in weights.values()):,} in {len(weights)} tensors",
         f"size: {(checkpoint / 'model.safetensors').stat().st_size:,} bytes",
         f"remote code sha256: {code_hash}",

@@ -55,7 +55,7 @@ def test_local_bases_are_recorded_absolute_so_the_checkpoint_loads_from_any_fold
     monkeypatch.chdir(work)
     model = TheWorld.from_bases("bases/gemma", "./bases/cosmos", **TINY_WORLD)
     assert model.config.gemma_model_name_or_path == str(work.resolve() / "bases" / "gemma")
-    assert model.config.cosmos_model_name_or_path == str(work.resolve() / "bases" / "cosmos")
+    assert model.config.world_encoder_name_or_path == str(work.resolve() / "bases" / "cosmos")
     perturb_trainable(model, seed=5)
     processor = TheWorldProcessor.from_model_config(model.config)
     model.save_pretrained("checkpoint")
@@ -162,7 +162,7 @@ def bfloat16_checkpoint(tiny_bases, tmp_path_factory) -> Path:
 )
 def test_dtype_auto_keeps_each_base_in_its_stored_dtype(bfloat16_checkpoint, dtype, expected):
     model = TheWorld.from_pretrained(bfloat16_checkpoint, dtype=dtype)
-    assert model.gemma.dtype == expected and model.vae.dtype == expected
+    assert model.gemma.dtype == expected and model.world_encoder.model.dtype == expected
     assert {parameter.dtype for parameter in model.trainable_parameters().values()} == {torch.float32}
     assert torch.isfinite(logits_of(model, processor_of(bfloat16_checkpoint))).all()
 
@@ -177,7 +177,13 @@ def test_a_dtype_that_is_no_torch_dtype_is_refused(checkpoint):
 
 @pytest.mark.parametrize(
     "device_map",
-    ["cpu", "auto", {"": "cpu"}, {"gemma": "cpu", "vae": "cpu"}, {"gemma.model": "cpu", "gemma.lm_head": "cpu"}],
+    [
+        "cpu",
+        "auto",
+        {"": "cpu"},
+        {"gemma": "cpu", "world_encoder": "cpu"},
+        {"gemma.model": "cpu", "gemma.lm_head": "cpu"},
+    ],
 )
 def test_device_map_places_the_bases_and_keeps_the_logits(checkpoint, device_map):
     folder, expected = checkpoint

@@ -181,10 +181,10 @@ def test_world_latents_give_the_same_logits_as_world_pixels(world):
         latents = model.encode_world(inputs.pop("world_pixel_values"))
         from_latents = model(**inputs, world_latents=latents).logits
         other_latents = model(**inputs, world_latents=torch.randn_like(latents)).logits
-    assert latents.shape == (1, model.config.vae_config["z_dim"], model.config.world_latent_size) + (
-        model.config.world_latent_size,
-    )
+    assert latents.shape == (1, *model.config.world_latent_shape)
     assert torch.equal(from_latents, from_pixels)
+    without_frames_axis = model(**inputs, world_latents=latents[:, :, 0]).logits  # one frame: the axis may be left out
+    assert torch.equal(without_frames_axis, from_pixels)
     assert not torch.allclose(other_latents, from_pixels), "the latents must reach the logits"
 
 
@@ -199,9 +199,10 @@ def test_world_pixels_are_in_minus_one_to_one_and_normalised(world):
     assert torch.equal(pixels[1], torch.full_like(pixels[1], 1.0))
     with torch.no_grad():
         latents = model.encode_world(pixels)
-        raw = model.vae.encode(pixels.unsqueeze(2)).latent_dist.mode()[:, :, 0]
-    mean = torch.tensor(model.config.vae_config["latents_mean"]).view(1, -1, 1, 1)
-    std = torch.tensor(model.config.vae_config["latents_std"]).view(1, -1, 1, 1)
+        raw = model.world_encoder.model.encode(pixels.unsqueeze(2)).latent_dist.mode()  # (n, z, 1, h, w)
+    encoder_config = model.config.world_encoder_config
+    mean = torch.tensor(encoder_config["latents_mean"]).view(1, -1, 1, 1, 1)
+    std = torch.tensor(encoder_config["latents_std"]).view(1, -1, 1, 1, 1)
     torch.testing.assert_close(latents, (raw - mean) / std)
 
 

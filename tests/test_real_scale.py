@@ -12,13 +12,12 @@ from theworld import TheWorld
 from theworld.bench.scale import (
     GEMMA_CONFIG_FILE,
     REAL_WORLD_TOKEN_IDS,
-    VAE_CONFIG_FILE,
     build_real_scale_model,
     format_report,
     main,
     parameter_report,
     real_gemma_config,
-    real_vae_config,
+    real_world_encoder_config,
     safetensors_header_bytes,
 )
 
@@ -45,7 +44,7 @@ def world_parameter_count(hidden: int, token_dim: int, projector_type: str, num_
 
 def test_real_configs_ship_with_the_package():
     assert json.loads(GEMMA_CONFIG_FILE.read_text())["model_type"] == "gemma3"
-    assert json.loads(VAE_CONFIG_FILE.read_text())["_class_name"] == "AutoencoderKLWan"
+    assert real_world_encoder_config()["_class_name"] == "AutoencoderKLWan"
 
 
 def test_real_scale_parameter_counts(real_model):
@@ -55,14 +54,14 @@ def test_real_scale_parameter_counts(real_model):
 
     config = real_model.config
     hidden = config.get_text_config().hidden_size
-    vae = real_vae_config()
+    vae = real_world_encoder_config()
     latent_side = config.world_image_size // 2 ** len(vae["temperal_downsample"])
     token_dim = vae["z_dim"] * (latent_side // config.world_grid_size) ** 2
     assert (hidden, config.num_world_tokens, token_dim) == (2560, 16 * 16, config.world_token_dim)
 
     world = world_parameter_count(hidden, token_dim, config.projector_type, config.num_world_tokens)
     assert report["gemma_parameters"] == GEMMA_3_4B_PARAMETERS
-    assert report["vae_encoder_parameters"] == COSMOS_VAE_ENCODER_PARAMETERS
+    assert report["world_encoder_parameters"] == COSMOS_VAE_ENCODER_PARAMETERS
     assert report["world_parameters"] == world
     assert report["total_parameters"] == GEMMA_3_4B_PARAMETERS + COSMOS_VAE_ENCODER_PARAMETERS + world
     assert report["trainable_parameters"] == world
@@ -72,11 +71,12 @@ def test_real_scale_parameter_counts(real_model):
     # The same counts from the base classes themselves, built independently.
     with torch.device("meta"):
         gemma = Gemma3ForConditionalGeneration(real_gemma_config())
-        full_vae = AutoencoderKLWan(**vae)
+        full_vae = AutoencoderKLWan.from_config(vae)
     assert sum(p.numel() for p in gemma.parameters()) == report["gemma_parameters"]
     encoder_side = [full_vae.encoder, full_vae.quant_conv]
-    assert sum(p.numel() for part in encoder_side for p in part.parameters()) == report["vae_encoder_parameters"]
-    assert real_model.vae.decoder is None and real_model.vae.post_quant_conv is None
+    assert sum(p.numel() for part in encoder_side for p in part.parameters()) == report["world_encoder_parameters"]
+    vae = real_model.world_encoder.model
+    assert vae.decoder is None and vae.post_quant_conv is None
 
 
 def test_real_scale_embedding_is_never_resized(real_model):
@@ -118,7 +118,7 @@ def test_real_scale_world_layouts(grid, config):
     model = build_real_scale_model(world_grid_size=grid, **config)
     report = parameter_report(model)
     hidden = model.config.get_text_config().hidden_size
-    latent_side = model.config.world_image_size // model.config.vae_spatial_compression
+    latent_side = model.config.world_image_size // model.config.world_spatial_compression
     token_dim = 16 * (latent_side // grid) ** 2
     assert report["num_world_tokens"] == grid * grid
     assert report["trainable_parameters"] == world_parameter_count(

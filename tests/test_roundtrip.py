@@ -5,20 +5,18 @@ import ast
 import json
 import shutil
 import sys
-import textwrap
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import safetensors
 import safetensors.torch
 import torch
-from fresh_process import run_fresh
+from fresh_process import Checkpoint, load_in_fresh_process, reference_logits, save_checkpoint
 from hub_cache import populate_hub_cache, repo_folder_name
-from PIL import Image
 from transformers import AutoConfig
 from transformers.dynamic_module_utils import get_imports
-from world_inputs import CHECKPOINT_FILES, make_image, perturb_trainable, prompt
+from world_inputs import CHECKPOINT_FILES, make_image, perturb_trainable
 
 import theworld
 from theworld import TheWorld, TheWorldConfig, TheWorldProcessor
@@ -30,88 +28,12 @@ REMOTE_CODE_REQUIREMENTS |= {"packaging", "safetensors"}
 
 TINY_WORLD = {"world_image_size": 64, "world_grid_size": 2}
 
-# Runs in a fresh interpreter where `theworld` cannot be imported: loads checkpoints as any Hub user would, through
-# AutoModel/AutoProcessor and the remote code shipped with them, and recomputes the logits of an image and a prompt.
-# One interpreter serves every job (each checkpoint gets its own `transformers_modules` package); a failing job is
-# reported, not fatal to the others.
-LOAD_SCRIPT = textwrap.dedent(
-    """
-    import sys; sys.modules["theworld"] = None
-    try:
-        import theworld  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        raise SystemExit("theworld must not be importable in this process")
-    import json
-    import traceback
-    import torch
-    from PIL import Image
-    from transformers import AutoModel, AutoProcessor
-
-    reports = {}
-    for job in json.load(open(sys.argv[1])):
-        try:
-            model = AutoModel.from_pretrained(job["source"], trust_remote_code=True, **job["kwargs"])
-            subfolder = job["kwargs"].get("subfolder", "")
-            processor = AutoProcessor.from_pretrained(job["source"], trust_remote_code=True, subfolder=subfolder)
-            inputs = processor(text=job["prompt"], images=Image.open(job["image"]), return_tensors="pt")
-            with torch.no_grad():
-                logits = model(**inputs).logits
-            tensors = {"logits": logits, "input_ids": inputs["input_ids"]}
-            tensors.update({"trained." + name: p.detach().clone() for name, p in model.trainable_state_dict().items()})
-            torch.save(tensors, job["out"])
-            reports[job["name"]] = {
-                "model": type(model).__module__, "config": type(model.config).__module__,
-                "processor": type(processor).__module__, "gemma_revision": model.config.gemma_revision,
-                "cosmos_revision": model.config.cosmos_revision,
-                "attn_implementation": model.gemma.config.get_text_config()._attn_implementation,
-            }
-        except Exception:
-            reports[job["name"]] = {"error": traceback.format_exc()}
-    loaded = [name for name, module in sys.modules.items() if name.split(".")[0] == "theworld" and module]
-    print(json.dumps({"jobs": reports, "theworld_loaded": loaded}))
-    """
-)
-
-
-@dataclass
-class Checkpoint:
-    """A saved checkpoint and what the process that saved it computed on one image and prompt."""
-
-    source: str
-    model: TheWorld
-    processor: TheWorldProcessor
-    image: Image.Image
-    text: str
-    input_ids: torch.Tensor
-    logits: torch.Tensor
-    commits: dict[str, str] = field(default_factory=dict)
-    cache: Path | None = None
-    load_kwargs: dict = field(default_factory=dict)  # what the fresh process passes to AutoModel.from_pretrained
-
 
 def trained_world(make_world, seed: int = 7, **config):
     torch.manual_seed(0)
     model, processor = make_world(**config)
     perturb_trainable(model, seed=seed)
     return model, processor
-
-
-def reference_logits(model, processor, image, text) -> torch.Tensor:
-    inputs = processor(text=text, images=image, return_tensors="pt")
-    with torch.no_grad():
-        return model(**inputs).logits
-
-
-def save_checkpoint(source: str, folder: Path, model, processor, image) -> Checkpoint:
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    text = prompt(processor)
-    input_ids = processor(text=text, images=image, return_tensors="pt")["input_ids"]
-    return Checkpoint(
-        source, model, processor, image, text, input_ids, reference_logits(model, processor, image, text)
-    )
 
 
 def folder_checkpoint(tiny_bases, root: Path) -> Checkpoint:
@@ -150,35 +72,6 @@ def hub_checkpoint(tiny_bases, root: Path, cache: Path) -> Checkpoint:
     commits["gemma-newer"] = populate_hub_cache(cache, "tiny-org/gemma", newer)
     checkpoint.commits, checkpoint.cache = commits, cache
     return checkpoint
-
-
-def load_in_fresh_process(checkpoints: dict[str, Checkpoint], work: Path, env: dict[str, str]) -> dict[str, dict]:
-    """Loads every checkpoint in one new interpreter (theworld not importable, HF_HUB_OFFLINE=1); returns, for each,
-    the report of that process and the tensors it computed."""
-    work.mkdir(parents=True, exist_ok=True)
-    jobs = []
-    for name, checkpoint in checkpoints.items():
-        image_file = work / f"{name}.png"
-        checkpoint.image.save(image_file)  # PNG: the fresh process sees the same pixels
-        jobs.append(
-            {
-                "name": name,
-                "source": checkpoint.source,
-                "kwargs": checkpoint.load_kwargs,
-                "image": str(image_file),
-                "prompt": checkpoint.text,
-                "out": str(work / f"{name}.pt"),
-            }
-        )
-    (work / "jobs.json").write_text(json.dumps(jobs), encoding="utf-8")
-    output = json.loads(run_fresh(LOAD_SCRIPT, str(work / "jobs.json"), cwd=work, env=env).strip().splitlines()[-1])
-    assert output["theworld_loaded"] == []
-    loads = {}
-    for job in jobs:
-        report = output["jobs"][job["name"]]
-        tensors = torch.load(job["out"], weights_only=True) if "error" not in report else None
-        loads[job["name"]] = {"report": report, "tensors": tensors}
-    return loads
 
 
 @pytest.fixture(scope="module")
@@ -244,7 +137,7 @@ def test_checkpoint_holds_exactly_the_trained_part(make_world, tmp_path):
     }
     assert config["model_type"] == "theworld"
     assert config["gemma_config"]["model_type"] == "gemma3"
-    assert config["vae_config"]["z_dim"] == model.vae.config.z_dim
+    assert config["world_encoder_config"]["z_dim"] == model.world_encoder.model.config.z_dim
     processor_config = json.loads((tmp_path / "processor_config.json").read_text())
     assert processor_config["auto_map"] == {"AutoProcessor": "processing_theworld.TheWorldProcessor"}
     assert processor_config["num_world_tokens"] == model.config.num_world_tokens
@@ -291,7 +184,7 @@ def test_fresh_process_loads_a_repo_id_from_the_offline_hub_cache(fresh_loads):
     commits, config = checkpoint.commits, checkpoint.model.config
     # from_bases pinned the commits the cache resolved `main` to, and the checkpoint records them.
     assert config.gemma_model_name_or_path == "tiny-org/gemma"
-    assert (config.gemma_revision, config.cosmos_revision) == (commits["gemma"], commits["cosmos"])
+    assert (config.gemma_revision, config.world_encoder_revision) == (commits["gemma"], commits["cosmos"])
     assert commits["gemma-newer"] != commits["gemma"], "the Gemma repository moved on after the checkpoint was made"
     gemma_repo = checkpoint.cache / repo_folder_name("tiny-org/gemma")
     assert (gemma_repo / "refs" / "main").read_text() == commits["gemma-newer"]
@@ -313,7 +206,7 @@ def test_fresh_process_loads_a_repo_id_from_the_offline_hub_cache(fresh_loads):
 
     # In a fresh process, through HF_HUB_CACHE and HF_HUB_OFFLINE=1, with remote code only.
     assert load["report"].get("gemma_revision") == commits["gemma"]
-    assert load["report"].get("cosmos_revision") == commits["cosmos"]
+    assert load["report"].get("world_encoder_revision") == commits["cosmos"]
     assert_fresh_load_reproduces(checkpoint, load)
 
 

@@ -31,7 +31,11 @@ def vsr_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def training_config(tiny_bases, vsr_dir: Path, output_dir: Path, **overrides) -> TrainingConfig:
     settings = {**TINY_RECIPE, "max_steps": 4, "save_every": 2, **overrides}
     return TrainingConfig(
-        gemma=str(tiny_bases.gemma), cosmos=str(tiny_bases.cosmos), data_dir=vsr_dir, output_dir=output_dir, **settings
+        gemma=str(tiny_bases.gemma),
+        world_encoder_path=str(tiny_bases.cosmos),
+        data_dir=vsr_dir,
+        output_dir=output_dir,
+        **settings,
     )
 
 
@@ -88,7 +92,7 @@ def test_latent_cache_matches_live_vae_and_is_keyed(make_world, vsr_dir, tmp_pat
     changed.write_bytes(changed.read_bytes() + b"\0")
     assert cache.key(changed) != cache.key(examples[0].image_path)
     with torch.no_grad():
-        next(model.vae.parameters()).add_(1e-3)
+        next(model.world_encoder.parameters()).add_(1e-3)
     assert WorldLatentCache(tmp_path / "cache", model, processor).fingerprint != cache.fingerprint
     processor.world_image_size = 128
     assert WorldLatentCache(tmp_path / "cache", model, processor).fingerprint != cache.fingerprint

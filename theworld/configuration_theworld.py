@@ -1,6 +1,5 @@
-"""TheWorld configuration: a frozen Gemma 3 and a frozen Cosmos VAE joined by a small trainable world projector."""
+"""TheWorld configuration: a frozen Gemma 3 and a frozen world encoder joined by a small trainable world projector."""
 
-from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -45,12 +44,26 @@ WORLD_TOKENS = (WORLD_START_TOKEN, WORLD_TOKEN, WORLD_END_TOKEN)
 
 PROJECTOR_TYPES = {"linear": "linear", "mlp": "two-layer MLP"}  # type -> what it is
 MAX_WORLD_TOKENS = 4096
-VAE_CONFIG_KEYS = ("z_dim", "latents_mean", "latents_std", "temperal_downsample")
+# Fields of checkpoints saved before world encoders were pluggable (always the Wan 2.1 VAE of Cosmos-Predict2), and
+# the fields that took their place; such checkpoints load unchanged.
+LEGACY_FIELDS = {
+    "cosmos_model_name_or_path": "world_encoder_name_or_path",
+    "cosmos_subfolder": "world_encoder_subfolder",
+    "cosmos_revision": "world_encoder_revision",
+}
+LEGACY_VAE_CONFIG = "vae_config"
 
 
-def vae_config_fields(vae_config: Mapping[str, Any]) -> dict[str, Any]:
-    """A VAE configuration as `TheWorldConfig.vae_config` records it: diffusers' fields, not its private `_` ones."""
-    return {key: value for key, value in vae_config.items() if not key.startswith("_")}
+def rename_legacy_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """`fields` (config fields or `from_pretrained` overrides) with the pre-world-encoder names renamed."""
+    fields = {LEGACY_FIELDS.get(key, key): value for key, value in fields.items()}
+    vae_config = fields.pop(LEGACY_VAE_CONFIG, None)
+    if vae_config is not None:  # a Wan VAE: 8x per temporal-downsample stage count, one latent frame
+        fields.setdefault("world_encoder_config", dict(vae_config))
+        fields.setdefault("world_latent_channels", vae_config["z_dim"])
+        fields.setdefault("world_latent_frames", 1)
+        fields.setdefault("world_spatial_compression", 2 ** len(vae_config["temperal_downsample"]))
+    return fields
 
 
 def add_world_tokens(tokenizer: Any) -> dict[str, int]:
@@ -75,20 +88,29 @@ class TheWorldConfig(PreTrainedConfig):
             Hub id or local path of the frozen Gemma 3 vision-language model.
         gemma_revision (`str`, *optional*):
             Pinned revision (commit hash) of the Gemma 3 repository. `None` for a local folder.
-        cosmos_model_name_or_path (`str`, defaults to `"nvidia/Cosmos-Predict2-2B-Video2World"`):
-            Hub id or local path of the Cosmos-Predict2 repository whose VAE is used.
-        cosmos_subfolder (`str`, defaults to `"vae"`):
-            Subfolder of that repository holding the `AutoencoderKLWan`.
-        cosmos_revision (`str`, *optional*):
-            Pinned revision (commit hash) of the Cosmos repository. `None` for a local folder.
+        world_encoder_type (`str`, defaults to `"wan2.1"`):
+            The frozen world encoder: a built-in type (`wan2.1`, the Cosmos-Predict2 VAE; `wan2.2`; `autoencoder-kl`;
+            `vjepa2`; `dinov2`) or one an installed package offers (entry-point group `theworld.world_encoders`).
+        world_encoder_name_or_path (`str`, defaults to `"nvidia/Cosmos-Predict2-2B-Video2World"`):
+            Hub id or local path of the repository holding the world encoder.
+        world_encoder_subfolder (`str`, *optional*, defaults to `"vae"`):
+            Subfolder of that repository holding the encoder's weights.
+        world_encoder_revision (`str`, *optional*):
+            Pinned revision (commit hash) of that repository. `None` for a local folder.
+        world_encoder_config (`dict`, *optional*):
+            The configuration of the world encoder's model (e.g. the diffusers config of the `AutoencoderKLWan`).
+        world_encoder_plugin (`dict`, *optional*):
+            `{"package": ..., "version": ...}` of the installed package that offers a plugin encoder; `None` for a
+            built-in one.
+        world_latent_channels, world_latent_frames, world_spatial_compression (`int`, *optional*):
+            What the world encoder declares: channels and frames of its latent grid, and pixels per latent cell along
+            one side.
         gemma_config (`Gemma3Config` or `dict`, *optional*):
             Configuration of the Gemma 3 base, so the architecture is known without loading it.
-        vae_config (`dict`, *optional*):
-            The diffusers configuration of the VAE (`AutoencoderKLWan`).
         world_image_size (`int`, defaults to 512):
-            Side of the square image the VAE encodes, in pixels.
+            Side of the square image the world encoder sees, in pixels.
         world_grid_size (`int`, defaults to 16):
-            The VAE latent is cut into `world_grid_size x world_grid_size` patches, one world token each.
+            The latent grid is cut into `world_grid_size x world_grid_size` patches, one world token each.
         projector_type (`str`, defaults to `"mlp"`):
             `"linear"` or `"mlp"` (two layers with a GELU between them).
         world_start_token_id, world_token_id, world_end_token_id (`int`, *optional*):
@@ -96,7 +118,7 @@ class TheWorldConfig(PreTrainedConfig):
         enable_world (`bool`, defaults to `True`):
             With `False` the model is exactly its Gemma 3 base.
         freeze_language_model, freeze_vision_tower, freeze_multi_modal_projector (`bool`, defaults to `True`):
-            Which parts of Gemma 3 stay frozen. The VAE is always frozen; the world projector always trains.
+            Which parts of Gemma 3 stay frozen. The world encoder is always frozen; the world projector always trains.
         lora_config (`dict`, *optional*):
             PEFT `LoraConfig` arguments of LoRA adapters on the language model, if any were trained.
     """
@@ -106,11 +128,16 @@ class TheWorldConfig(PreTrainedConfig):
 
     gemma_model_name_or_path: str = "google/gemma-3-4b-it"
     gemma_revision: str | None = None
-    cosmos_model_name_or_path: str = "nvidia/Cosmos-Predict2-2B-Video2World"
-    cosmos_subfolder: str = "vae"
-    cosmos_revision: str | None = None
+    world_encoder_type: str = "wan2.1"
+    world_encoder_name_or_path: str = "nvidia/Cosmos-Predict2-2B-Video2World"
+    world_encoder_subfolder: str | None = "vae"
+    world_encoder_revision: str | None = None
+    world_encoder_config: dict[str, Any] | None = None
+    world_encoder_plugin: dict[str, str] | None = None
+    world_latent_channels: int | None = None
+    world_latent_frames: int | None = None
+    world_spatial_compression: int | None = None
     gemma_config: PreTrainedConfig | dict[str, Any] | None = None
-    vae_config: dict[str, Any] | None = None
     world_image_size: int = 512
     world_grid_size: int = 16
     projector_type: str = "mlp"
@@ -123,24 +150,32 @@ class TheWorldConfig(PreTrainedConfig):
     freeze_multi_modal_projector: bool = True
     lora_config: dict[str, Any] | None = None
 
+    def __post_init__(self, **kwargs) -> None:
+        legacy = {key: kwargs.pop(key) for key in (*LEGACY_FIELDS, LEGACY_VAE_CONFIG) if key in kwargs}
+        for key, value in rename_legacy_fields(legacy).items():
+            setattr(self, key, value)
+        super().__post_init__(**kwargs)
+
     @property
     def num_world_tokens(self) -> int:
         return self.world_grid_size**2
 
     @property
-    def vae_spatial_compression(self) -> int:
-        """Pixels per latent cell along one side (8 for the Wan VAE)."""
-        return 2 ** len(self.vae_config["temperal_downsample"])
+    def world_latent_size(self) -> int:
+        """Side of the world encoder's latent grid, in cells."""
+        return self.world_image_size // self.world_spatial_compression
 
     @property
-    def world_latent_size(self) -> int:
-        return self.world_image_size // self.vae_spatial_compression
+    def world_latent_shape(self) -> tuple[int, int, int, int]:
+        """(channels, frames, height, width) of one image's latent grid."""
+        size = self.world_latent_size
+        return (self.world_latent_channels, self.world_latent_frames, size, size)
 
     @property
     def world_token_dim(self) -> int:
-        """Features per world token: latent channels times the cells of one grid patch."""
+        """Features per world token: latent channels times frames times the cells of one grid patch."""
         patch = self.world_latent_size // self.world_grid_size
-        return self.vae_config["z_dim"] * patch * patch
+        return self.world_latent_channels * self.world_latent_frames * patch * patch
 
     def get_text_config(self, decoder: bool | None = None, encoder: bool | None = None) -> PreTrainedConfig:
         return self.gemma_config.get_text_config(decoder=decoder, encoder=encoder)
@@ -156,20 +191,20 @@ class TheWorldConfig(PreTrainedConfig):
                 f"world_grid_size={self.world_grid_size} gives {self.num_world_tokens} world tokens; "
                 f"use a grid size from 1 to {int(MAX_WORLD_TOKENS**0.5)} (1 to {MAX_WORLD_TOKENS} tokens)."
             )
-        if self.vae_config is None:
+        declared = (self.world_latent_channels, self.world_latent_frames, self.world_spatial_compression)
+        if self.world_encoder_config is None:
             return
-        missing = [key for key in VAE_CONFIG_KEYS if key not in self.vae_config]
-        if missing:
-            raise ValueError(f"vae_config lacks {missing}; pass the `config` of the AutoencoderKLWan in use.")
-        z_dim = self.vae_config["z_dim"]
-        for key in ("latents_mean", "latents_std"):
-            if len(self.vae_config[key]) != z_dim:
-                raise ValueError(f"vae_config[{key!r}] has {len(self.vae_config[key])} values; z_dim is {z_dim}.")
-        step = self.vae_spatial_compression * self.world_grid_size
+        if any(not isinstance(value, int) or value < 1 for value in declared):
+            raise ValueError(
+                f"world_latent_channels, world_latent_frames and world_spatial_compression are {declared}; they are "
+                "what the world encoder declares. Build the model with TheWorld.from_bases(...)."
+            )
+        step = self.world_spatial_compression * self.world_grid_size
         if self.world_image_size <= 0 or self.world_image_size % step:
             raise ValueError(
-                f"world_image_size={self.world_image_size} must be a positive multiple of {step} "
-                f"(VAE compression {self.vae_spatial_compression} x world_grid_size {self.world_grid_size})."
+                f"world_image_size={self.world_image_size} must be a positive multiple of {step} (the "
+                f"{self.world_encoder_type} encoder's compression {self.world_spatial_compression} x world_grid_size "
+                f"{self.world_grid_size})."
             )
 
     def validate_world_token_ids(self) -> None:

@@ -157,7 +157,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         result = train(
             TrainingConfig(
                 gemma=str(bases.gemma),
-                cosmos=str(cosmos),
+                world_encoder_path=str(cosmos),
                 data_dir=data_dir,
                 output_dir=run_dir,
                 seed=config.seed,

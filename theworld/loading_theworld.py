@@ -2,7 +2,7 @@
 `TheWorld` (in `modeling_theworld.py`, which holds the model itself).
 
 A checkpoint holds only the trained part (world projector, world embeddings, LoRA adapters if any). Loading builds
-the frozen Gemma 3 and Cosmos VAE from their own repositories, at the commits the checkpoint pins, and checks that
+the frozen Gemma 3 and world encoder from their own repositories, at the commits the checkpoint pins, and checks that
 they are the bases it was trained on.
 """
 
@@ -16,11 +16,7 @@ from types import ModuleType
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKLWan
-from diffusers.utils import SAFETENSORS_WEIGHTS_NAME as VAE_WEIGHTS_NAME
-from huggingface_hub import CommitInfo, HfApi, hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError
-from safetensors import safe_open
+from huggingface_hub import CommitInfo, HfApi
 from torch import nn
 from transformers import AutoTokenizer, Gemma3ForConditionalGeneration, GenerationConfig, PreTrainedModel
 from transformers.modeling_utils import load_state_dict
@@ -34,23 +30,32 @@ from .configuration_theworld import (
     WORLD_TOKEN,
     TheWorldConfig,
     add_world_tokens,
-    vae_config_fields,
+    rename_legacy_fields,
+)
+from .encoders_theworld import (
+    HUB_KWARGS,
+    optional_file,
+    resolve_dtype,
+    world_encoder_class,
+    world_encoder_plugin,
 )
 
 WEIGHTS_NAME = "model.safetensors"
 README_NAME = "README.md"
 PICKLED_WEIGHTS_NAMES = ("pytorch_model.bin", "model.bin", "pytorch_model.bin.index.json")
-HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "proxies")
 AUTO_MAP = {
     "AutoConfig": "configuration_theworld.TheWorldConfig",
     "AutoModel": "modeling_theworld.TheWorld",
     "AutoModelForImageTextToText": "modeling_theworld.TheWorld",
 }
-# Checked between a checkpoint's recorded base configurations and the bases actually loaded.
+# Checked between a checkpoint's recorded Gemma 3 configuration and the base actually loaded (the world encoder's
+# keys are its own `architecture_keys`).
 GEMMA_ARCHITECTURE_KEYS = ("hidden_size", "num_hidden_layers", "vocab_size", "num_attention_heads", "head_dim")
-VAE_ARCHITECTURE_KEYS = ("z_dim", "base_dim", "dim_mult", "temperal_downsample")
-BASES = ("gemma", "cosmos")
-# The name under which the KV cache goes into and comes out of Gemma 3: transformers 5.24 renamed `past_key_values` to
+# Each frozen base: its name in messages -> its (location, pinned revision) config fields.
+BASES = {
+    "gemma": ("gemma_model_name_or_path", "gemma_revision"),
+    "world encoder": ("world_encoder_name_or_path", "world_encoder_revision"),
+}
 # Arguments of `PreTrainedModel.from_pretrained` that are passed on to the Gemma 3 base load as they are.
 GEMMA_LOADING_KWARGS = ("max_memory", "offload_folder", "offload_buffers", "quantization_config")
 # Arguments of `PreTrainedModel.from_pretrained` that do not apply to TheWorld, and why.
@@ -76,8 +81,6 @@ IGNORED_LOADING_KWARGS = (
     "adapter_kwargs",
     "low_cpu_mem_usage",
 )
-# safetensors dtype names of floating-point weights.
-SAFETENSORS_FLOAT_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 # The entry-point group through which an installed package (`theworld`) gives `push_to_hub` TheWorld's model card; the
 # remote code itself never imports that package.
 MODEL_CARD_ENTRY_POINT = "theworld.model_card"
@@ -144,35 +147,49 @@ class TheWorldPreTrainedModel(PreTrainedModel):
     def from_bases(
         cls,
         gemma_model_name_or_path: str | os.PathLike = "google/gemma-3-4b-it",
-        cosmos_model_name_or_path: str | os.PathLike = "nvidia/Cosmos-Predict2-2B-Video2World",
+        world_encoder_name_or_path: str | os.PathLike | None = None,
         *,
+        world_encoder_type: str = "wan2.1",
         gemma_revision: str | None = None,
-        cosmos_revision: str | None = None,
-        cosmos_subfolder: str = "vae",
+        world_encoder_revision: str | None = None,
+        world_encoder_subfolder: str | None = None,
         dtype: torch.dtype | str | None = None,
         attn_implementation: str | None = None,
         **kwargs,
     ) -> "TheWorldPreTrainedModel":
         """A new, untrained TheWorld on two frozen bases (Hub ids or local folders), its world projector initialised.
 
-        A local folder is recorded as its absolute path, so the checkpoint loads from any working directory. `dtype`,
-        `attn_implementation`, `device_map` and `quantization_config` mean what they mean for `from_pretrained`.
-        Remaining keyword arguments are `TheWorldConfig` fields (e.g. `world_grid_size=8`) or Hub arguments
-        (`cache_dir`, `token`, `local_files_only`, ...).
+        The world encoder is `world_encoder_type` (`"wan2.1"`, the Cosmos-Predict2 VAE, by default; see
+        `encoders_theworld.py`) from `world_encoder_name_or_path` (default: that type's reference repository), in
+        `world_encoder_subfolder` (default: where that type's reference repository keeps it; `""` for the top folder).
+        `world_image_size` defaults to the encoder type's own. A local folder is recorded as its absolute path, so the
+        checkpoint loads from any working directory. `dtype`, `attn_implementation`, `device_map` and
+        `quantization_config` mean what they mean for `from_pretrained`. Remaining keyword arguments are
+        `TheWorldConfig` fields (e.g. `world_grid_size=8`) or Hub arguments (`cache_dir`, `token`, ...).
         """
         hub_kwargs = {key: kwargs.pop(key) for key in HUB_KWARGS if key in kwargs}
         gemma_kwargs = {key: kwargs.pop(key) for key in GEMMA_LOADING_KWARGS if key in kwargs}
-        gemma_device_map, vae_device = split_device_map(kwargs.pop("device_map", None))
+        gemma_device_map, encoder_device = split_device_map(kwargs.pop("device_map", None))
+        encoder_class = world_encoder_class(world_encoder_type)
+        if world_encoder_name_or_path is None:
+            world_encoder_name_or_path = encoder_class.default_repository
+        if world_encoder_subfolder is None:
+            world_encoder_subfolder = encoder_class.default_subfolder
+        kwargs.setdefault("world_image_size", encoder_class.default_image_size)
         config = TheWorldConfig(
             gemma_model_name_or_path=base_location(gemma_model_name_or_path),
             gemma_revision=pinned_revision(gemma_model_name_or_path, gemma_revision, **hub_kwargs),
-            cosmos_model_name_or_path=base_location(cosmos_model_name_or_path),
-            cosmos_subfolder=cosmos_subfolder,
-            cosmos_revision=pinned_revision(cosmos_model_name_or_path, cosmos_revision, **hub_kwargs),
+            world_encoder_type=world_encoder_type,
+            world_encoder_name_or_path=base_location(world_encoder_name_or_path),
+            world_encoder_subfolder=world_encoder_subfolder,
+            world_encoder_revision=pinned_revision(world_encoder_name_or_path, world_encoder_revision, **hub_kwargs),
+            world_encoder_plugin=world_encoder_plugin(world_encoder_type),
             **kwargs,
         )
         config._attn_implementation = attn_implementation
-        gemma, vae = load_bases(config, dtype=dtype, device_map=gemma_device_map, **gemma_kwargs, **hub_kwargs)
+        gemma, world_encoder = load_bases(
+            config, dtype=dtype, device_map=gemma_device_map, **gemma_kwargs, **hub_kwargs
+        )
         tokenizer = AutoTokenizer.from_pretrained(
             config.gemma_model_name_or_path, revision=config.gemma_revision, **hub_kwargs
         )
@@ -181,11 +198,14 @@ class TheWorldPreTrainedModel(PreTrainedModel):
         config.world_token_id = token_ids[WORLD_TOKEN]
         config.world_end_token_id = token_ids[WORLD_END_TOKEN]
         config.gemma_config = gemma.config
-        config.vae_config = vae_config_fields(vae.config)
+        config.world_encoder_config = world_encoder.config
+        config.world_latent_channels = world_encoder.latent_channels
+        config.world_latent_frames = world_encoder.latent_frames
+        config.world_spatial_compression = world_encoder.spatial_compression
         config.validate()
 
-        model = cls(config, gemma=gemma, vae=vae)
-        model.place_world_parts(vae_device)
+        model = cls(config, gemma=gemma, world_encoder=world_encoder)
+        model.place_world_parts(encoder_device)
         with torch.no_grad():
             # <start_of_world>/<end_of_world> start from Gemma's own image boundary embeddings.
             embeddings = gemma.get_input_embeddings()
@@ -214,11 +234,11 @@ class TheWorldPreTrainedModel(PreTrainedModel):
         Works on a local folder, a Hub id, or the offline Hub cache. The arguments of `PreTrainedModel.from_pretrained`
         mean the same here: `dtype` (`"auto"`: each base in the dtype its weights are stored in; the trained part is
         always float32), `device_map` (`"auto"`, a device, or a dict over TheWorld's modules: keys under `gemma` go to
-        the Gemma 3 load, `vae` places the VAE; the trained part goes with Gemma's input embeddings), `max_memory`,
-        `attn_implementation`, `quantization_config` (the frozen Gemma 3 only), `subfolder`, `revision`, `cache_dir`,
-        `token`, `local_files_only`. Config fields given as keyword arguments (e.g. `enable_world=False`) override the
-        saved ones. Only safetensors are ever read. The bases load at the commits the checkpoint pins; overriding a
-        base to another commit warns, a base of another architecture fails.
+        the Gemma 3 load, `world_encoder` places the world encoder; the trained part goes with Gemma's input
+        embeddings), `max_memory`, `attn_implementation`, `quantization_config` (the frozen Gemma 3 only),
+        `subfolder`, `revision`, `cache_dir`, `token`, `local_files_only`. Config fields given as keyword arguments
+        (e.g. `enable_world=False`) override the saved ones. Only safetensors are ever read. The bases load at the
+        commits the checkpoint pins; overriding a base to another commit warns, a base of another architecture fails.
         """
         if model_args:
             raise TypeError(f"TheWorld.from_pretrained takes no positional model arguments; got {model_args}.")
@@ -233,7 +253,8 @@ class TheWorldPreTrainedModel(PreTrainedModel):
         dtype = kwargs.pop("torch_dtype", dtype)
         hub_kwargs = {key: kwargs.pop(key) for key in HUB_KWARGS if key in kwargs}
         gemma_kwargs = {key: kwargs.pop(key) for key in GEMMA_LOADING_KWARGS if key in kwargs}
-        gemma_device_map, vae_device = split_device_map(kwargs.pop("device_map", None))
+        gemma_device_map, encoder_device = split_device_map(kwargs.pop("device_map", None))
+        kwargs = rename_legacy_fields(kwargs)
         checkpoint_kwargs = dict(revision=revision, subfolder=subfolder, **hub_kwargs)
         if config is None:
             config, kwargs = TheWorldConfig.from_pretrained(
@@ -258,13 +279,15 @@ class TheWorldPreTrainedModel(PreTrainedModel):
         saved, _ = TheWorldConfig.get_config_dict(pretrained_model_name_or_path, **checkpoint_kwargs)
         check_base_locations(config)
         warn_on_unpinned_bases(saved, config, **hub_kwargs)
-        gemma, vae = load_bases(config, dtype=dtype, device_map=gemma_device_map, **gemma_kwargs, **hub_kwargs)
-        check_bases_match(config, gemma, vae)
-        model = cls(config, gemma=gemma, vae=vae)
+        gemma, world_encoder = load_bases(
+            config, dtype=dtype, device_map=gemma_device_map, **gemma_kwargs, **hub_kwargs
+        )
+        check_bases_match(config, gemma, world_encoder)
+        model = cls(config, gemma=gemma, world_encoder=world_encoder)
         if config.lora_config is not None:
             model.add_language_model_lora(config.lora_config)
         model.load_trainable_weights(load_state_dict(weights_file), source=str(pretrained_model_name_or_path))
-        model.place_world_parts(vae_device)
+        model.place_world_parts(encoder_device)
         try:
             generation_config = generation_config or GenerationConfig.from_pretrained(
                 pretrained_model_name_or_path, **checkpoint_kwargs
@@ -274,13 +297,13 @@ class TheWorldPreTrainedModel(PreTrainedModel):
         model.generation_config = model.with_world_tokens_suppressed(generation_config)
         return model.eval()
 
-    def place_world_parts(self, vae_device: torch.device | str | int | None = None) -> None:
-        """Puts the trained part beside Gemma's input embeddings (wherever a `device_map` put them) and the VAE on
-        `vae_device` (default: the same device); records the placement in `hf_device_map` when Gemma has one."""
+    def place_world_parts(self, encoder_device: torch.device | str | int | None = None) -> None:
+        """Puts the trained part beside Gemma's input embeddings (wherever a `device_map` put them) and the world
+        encoder on `encoder_device` (default: the same device); records the placement in `hf_device_map` when Gemma
+        has one."""
         embedding_device = self.gemma.get_input_embeddings().weight.device
-        vae_device = embedding_device if vae_device is None else torch.device(vae_device)
-        self.vae.to(vae_device)
-        self.latents_mean, self.latents_std = self.latents_mean.to(vae_device), self.latents_std.to(vae_device)
+        encoder_device = embedding_device if encoder_device is None else torch.device(encoder_device)
+        self.world_encoder.to(encoder_device)
         self.world_projector.to(embedding_device)
         for parameter in (self.world_position_embeddings, self.world_boundary_embeddings):
             parameter.data = parameter.data.to(embedding_device)
@@ -289,7 +312,7 @@ class TheWorldPreTrainedModel(PreTrainedModel):
             world_parts = ("world_projector", "world_position_embeddings", "world_boundary_embeddings")
             self.hf_device_map = {
                 **{f"gemma.{name}" if name else "gemma": device for name, device in gemma_device_map.items()},
-                "vae": vae_device,
+                "world_encoder": encoder_device,
                 **dict.fromkeys(world_parts, embedding_device),
             }
 
@@ -409,8 +432,7 @@ def is_local_path(location: str) -> bool:
 
 def check_base_locations(config: TheWorldConfig) -> None:
     """Refuses a base recorded as a local folder that is not there, naming the config field and the override."""
-    for base in BASES:
-        field = f"{base}_model_name_or_path"
+    for base, (field, _) in BASES.items():
         location = getattr(config, field)
         if is_local_path(location) and not os.path.isdir(location):
             raise OSError(
@@ -442,9 +464,10 @@ def warn_on_unpinned_bases(saved_config: dict[str, Any], config: TheWorldConfig,
     an error: a mirror or a local copy of the same weights is legitimate. It is never silent, though: the trained part
     was fitted to the pinned weights. Bases of another architecture are refused by `check_bases_match`.
     """
-    for base in BASES:
-        name, revision = getattr(config, f"{base}_model_name_or_path"), getattr(config, f"{base}_revision")
-        pinned_name, pinned = saved_config.get(f"{base}_model_name_or_path"), saved_config.get(f"{base}_revision")
+    saved_config = rename_legacy_fields(saved_config)
+    for base, (location_field, revision_field) in BASES.items():
+        name, revision = getattr(config, location_field), getattr(config, revision_field)
+        pinned_name, pinned = saved_config.get(location_field), saved_config.get(revision_field)
         if (name, revision) == (pinned_name, pinned):
             continue
         loaded = pinned_revision(name, revision, **hub_kwargs)
@@ -459,20 +482,21 @@ def warn_on_unpinned_bases(saved_config: dict[str, Any], config: TheWorldConfig,
 
 
 def split_device_map(device_map: Any) -> tuple[Any, torch.device | str | int | None]:
-    """(Gemma 3's `device_map`, the VAE's device) from a `device_map` over TheWorld.
+    """(Gemma 3's `device_map`, the world encoder's device) from a `device_map` over TheWorld.
 
-    A device or a strategy (`"auto"`, `"cpu"`, `0`, ...) goes to the Gemma 3 load, and the VAE follows Gemma's input
-    embeddings. A dict maps TheWorld's module names to devices: `"gemma"` or a module under it
-    (`"gemma.model.language_model"`, ...) for the Gemma 3 load, `"vae"` for the VAE, `""` for everything else.
+    A device or a strategy (`"auto"`, `"cpu"`, `0`, ...) goes to the Gemma 3 load, and the world encoder follows
+    Gemma's input embeddings. A dict maps TheWorld's module names to devices: `"gemma"` or a module under it
+    (`"gemma.model.language_model"`, ...) for the Gemma 3 load, `"world_encoder"` for the world encoder, `""` for
+    everything else.
     """
     if not isinstance(device_map, dict):
         return device_map, None
-    unknown = [key for key in device_map if key not in ("", "vae", "gemma") and not key.startswith("gemma.")]
+    unknown = [key for key in device_map if key not in ("", "world_encoder", "gemma") and not key.startswith("gemma.")]
     if unknown:
         raise ValueError(
             f"device_map keys {unknown} name no part of TheWorld a device can be chosen for: use '' (everything), "
-            "'vae', 'gemma' or a module under it ('gemma.model.language_model', ...). The trained part always goes "
-            "with Gemma's input embeddings."
+            "'world_encoder', 'gemma' or a module under it ('gemma.model.language_model', ...). The trained part "
+            "always goes with Gemma's input embeddings."
         )
     gemma_map = {
         key.removeprefix("gemma").removeprefix("."): device
@@ -481,42 +505,21 @@ def split_device_map(device_map: Any) -> tuple[Any, torch.device | str | int | N
     }
     if not gemma_map and "" in device_map:
         gemma_map = {"": device_map[""]}
-    return gemma_map or None, device_map.get("vae", device_map.get(""))
-
-
-def vae_dtype(config: TheWorldConfig, dtype: torch.dtype | str | None, **hub_kwargs) -> torch.dtype:
-    """The dtype to load the VAE in: `dtype` itself or its name; for `"auto"` or None, the dtype its weights are
-    stored in (diffusers itself would load them as float32)."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in (None, "auto"):
-        if not isinstance(getattr(torch, dtype, None), torch.dtype):
-            raise ValueError(f"dtype={dtype!r} is not a torch dtype; use e.g. torch.bfloat16, 'bfloat16' or 'auto'.")
-        return getattr(torch, dtype)
-    weights_file = optional_file(
-        config.cosmos_model_name_or_path,
-        VAE_WEIGHTS_NAME,
-        subfolder=config.cosmos_subfolder,
-        revision=config.cosmos_revision,
-        **hub_kwargs,
-    )
-    if weights_file is None:  # sharded or not safetensors: diffusers' own default
-        return torch.float32
-    with safe_open(weights_file, framework="pt") as weights:
-        stored = [weights.get_slice(name).get_dtype() for name in weights.keys()]
-    return next((SAFETENSORS_FLOAT_DTYPES[name] for name in stored if name in SAFETENSORS_FLOAT_DTYPES), torch.float32)
+    return gemma_map or None, device_map.get("world_encoder", device_map.get(""))
 
 
 def load_bases(
     config: TheWorldConfig, dtype: torch.dtype | str | None = None, **kwargs
-) -> tuple[Gemma3ForConditionalGeneration, AutoencoderKLWan]:
-    """Loads the frozen Gemma 3 and the Cosmos VAE (alone, not the whole Cosmos pipeline) from their own repos.
+) -> tuple[Gemma3ForConditionalGeneration, nn.Module]:
+    """Loads the frozen Gemma 3 and the world encoder (alone: a VAE without the rest of its pipeline) from their own
+    repositories.
 
     `kwargs` are Hub arguments (`HUB_KWARGS`, for both) and Gemma 3 loading arguments (`device_map` and
     `GEMMA_LOADING_KWARGS`, for Gemma only); Gemma's attention implementation is the config's.
     """
     hub_kwargs = {key: value for key, value in kwargs.items() if key in HUB_KWARGS}
-    vae_torch_dtype = vae_dtype(config, dtype, **hub_kwargs)  # first: it also checks `dtype`
+    resolve_dtype(dtype)  # first: a bad `dtype` fails before anything loads
+    encoder_class = world_encoder_class(config.world_encoder_type, config.world_encoder_plugin)
     gemma = Gemma3ForConditionalGeneration.from_pretrained(
         config.gemma_model_name_or_path,
         revision=config.gemma_revision,
@@ -524,17 +527,17 @@ def load_bases(
         attn_implementation=config._attn_implementation,
         **kwargs,
     )
-    vae = AutoencoderKLWan.from_pretrained(
-        config.cosmos_model_name_or_path,
-        subfolder=config.cosmos_subfolder,
-        revision=config.cosmos_revision,
-        torch_dtype=vae_torch_dtype,
-        **hub_download_kwargs(hub_kwargs),
+    world_encoder = encoder_class.from_pretrained(
+        config.world_encoder_name_or_path,
+        subfolder=config.world_encoder_subfolder,
+        revision=config.world_encoder_revision,
+        dtype=dtype,
+        **hub_kwargs,
     )
-    return gemma, vae
+    return gemma, world_encoder
 
 
-def check_bases_match(config: TheWorldConfig, gemma: Gemma3ForConditionalGeneration, vae: AutoencoderKLWan) -> None:
+def check_bases_match(config: TheWorldConfig, gemma: Gemma3ForConditionalGeneration, world_encoder: nn.Module) -> None:
     """Refuses bases whose architecture differs from the one the checkpoint was trained on, naming both."""
     saved_text, loaded_text = config.get_text_config(), gemma.config.get_text_config()
     differences = [
@@ -542,41 +545,23 @@ def check_bases_match(config: TheWorldConfig, gemma: Gemma3ForConditionalGenerat
         for key in GEMMA_ARCHITECTURE_KEYS
         if getattr(saved_text, key) != getattr(loaded_text, key)
     ]
+    saved_encoder, loaded_encoder = config.world_encoder_config, world_encoder.config
     differences += [
-        f"vae {key}: checkpoint {config.vae_config.get(key)} vs base {vae.config.get(key)}"
-        for key in VAE_ARCHITECTURE_KEYS
-        if list(_as_list(config.vae_config.get(key))) != list(_as_list(vae.config.get(key)))
+        f"world encoder {key}: checkpoint {saved_encoder.get(key)} vs base {loaded_encoder.get(key)}"
+        for key in world_encoder.architecture_keys
+        if as_list(saved_encoder.get(key)) != as_list(loaded_encoder.get(key))
     ]
     if differences:
         raise ValueError(
             f"This checkpoint was trained on other bases than {config.gemma_model_name_or_path!r} and "
-            f"{config.cosmos_model_name_or_path!r}: {'; '.join(differences)}. Load it with the bases named in its "
+            f"{config.world_encoder_name_or_path!r}: {'; '.join(differences)}. Load it with the bases named in its "
             "config.json."
         )
 
 
-def _as_list(value: Any) -> list:
+def as_list(value: Any) -> list:
+    """JSON's view of a config value: tuples and lists alike."""
     return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def hub_download_kwargs(hub_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The Hub arguments (`HUB_KWARGS`) that huggingface_hub's downloads take: all but transformers' `proxies`."""
-    return {key: value for key, value in hub_kwargs.items() if key != "proxies"}
-
-
-def optional_file(
-    name_or_path: str | os.PathLike, filename: str, subfolder: str = "", revision: str | None = None, **hub_kwargs
-) -> str | None:
-    """Path of `filename` in a local folder or a Hub repository (downloaded, or found in the Hub cache when offline),
-    or None if the repository (or, offline, the cache) has no such file."""
-    if os.path.isdir(name_or_path):
-        path = Path(name_or_path, subfolder, filename)
-        return str(path) if path.is_file() else None
-    try:
-        download = hub_download_kwargs(hub_kwargs)
-        return hf_hub_download(str(name_or_path), filename, subfolder=subfolder or None, revision=revision, **download)
-    except EntryNotFoundError:
-        return None
 
 
 def resolve_weights_file(pretrained_model_name_or_path: str | os.PathLike, revision: str | None, **hub_kwargs) -> str:

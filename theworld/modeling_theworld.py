@@ -1,7 +1,8 @@
-"""TheWorld: Gemma 3 that also sees a Cosmos world model's latent view of each image.
+"""TheWorld: Gemma 3 that also sees a world model's latent view of each image.
 
-The frozen Cosmos VAE encodes each image into a latent grid; a small trainable projector turns that grid into world
-tokens, which are scattered into the `<world_soft_token>` placeholders that `TheWorldProcessor` puts in the text.
+A frozen world encoder (by default the VAE of NVIDIA Cosmos-Predict2; see `encoders_theworld.py`) encodes each image
+into a latent grid; a small trainable projector turns that grid into world tokens, which are scattered into the
+`<world_soft_token>` placeholders that `TheWorldProcessor` puts in the text.
 Everything else is the frozen Gemma 3, so generation, the KV cache, padding and batching work exactly as in Gemma 3.
 """
 
@@ -10,13 +11,13 @@ import inspect
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKLWan
 from torch import nn
 from transformers import Cache, Gemma3ForConditionalGeneration, GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers.loss.loss_utils import ForCausalLMLoss
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration_theworld import WORLD_TOKEN, TheWorldConfig
+from .encoders_theworld import world_encoder_class
 from .loading_theworld import TheWorldPreTrainedModel
 
 # The name under which the KV cache goes into and comes out of Gemma 3: transformers 5.24 renamed `past_key_values` to
@@ -48,7 +49,7 @@ class TheWorldProjector(nn.Module):
 
 
 class TheWorld(TheWorldPreTrainedModel, GenerationMixin):
-    """Gemma 3 (frozen) + Cosmos VAE encoder (frozen) + trainable world projector and world boundary embeddings."""
+    """Gemma 3 (frozen) + world encoder (frozen) + trainable world projector and world boundary embeddings."""
 
     accepts_loss_kwargs = False
 
@@ -56,17 +57,19 @@ class TheWorld(TheWorldPreTrainedModel, GenerationMixin):
         self,
         config: TheWorldConfig,
         gemma: Gemma3ForConditionalGeneration | None = None,
-        vae: AutoencoderKLWan | None = None,
+        world_encoder: nn.Module | None = None,
     ):
         super().__init__(config)
-        if config.vae_config is None:
-            raise ValueError("TheWorldConfig.vae_config is None; build a new model with TheWorld.from_bases(...).")
+        if config.world_encoder_config is None:
+            raise ValueError(
+                "TheWorldConfig.world_encoder_config is None; build a new model with TheWorld.from_bases(...)."
+            )
         self.gemma = gemma if gemma is not None else Gemma3ForConditionalGeneration(config.gemma_config)
         config.gemma_config = self.gemma.config
-        self.vae = vae if vae is not None else AutoencoderKLWan.from_config(config.vae_config)
-        # Only the encoder is ever used: drop the decoder side of the frozen VAE.
-        self.vae.decoder = None
-        self.vae.post_quant_conv = None
+        if world_encoder is None:
+            encoder_class = world_encoder_class(config.world_encoder_type, config.world_encoder_plugin)
+            world_encoder = encoder_class.from_config(config.world_encoder_config)
+        self.world_encoder = world_encoder
         self.world_projector = TheWorldProjector(config)
         hidden_size = config.get_text_config().hidden_size
         # Where each world token's latent patch lies in the image, so attention that finds an object by content also
@@ -74,13 +77,6 @@ class TheWorld(TheWorldPreTrainedModel, GenerationMixin):
         self.world_position_embeddings = nn.Parameter(torch.zeros(config.num_world_tokens, hidden_size))
         # Embeddings of <start_of_world> and <end_of_world>, already in Gemma's scaled embedding space.
         self.world_boundary_embeddings = nn.Parameter(torch.zeros(2, hidden_size))
-        z_dim = config.vae_config["z_dim"]
-        self.register_buffer(
-            "latents_mean", torch.tensor(config.vae_config["latents_mean"]).view(1, z_dim, 1, 1), persistent=False
-        )
-        self.register_buffer(
-            "latents_std", torch.tensor(config.vae_config["latents_std"]).view(1, z_dim, 1, 1), persistent=False
-        )
         self.post_init()
         self.apply_freezing()
         self.generation_config = self.with_world_tokens_suppressed(self.generation_config)
@@ -97,10 +93,6 @@ class TheWorld(TheWorldPreTrainedModel, GenerationMixin):
         elif isinstance(module, TheWorld):
             module.world_boundary_embeddings.normal_(mean=0.0, std=std)
             module.world_position_embeddings.normal_(mean=0.0, std=std)
-            # Not saved (they come from the VAE's config): restored here when the model was built on the meta device.
-            vae_config = self.config.vae_config
-            module.latents_mean.copy_(torch.tensor(vae_config["latents_mean"]).view_as(module.latents_mean))
-            module.latents_std.copy_(torch.tensor(vae_config["latents_std"]).view_as(module.latents_std))
 
     def with_world_tokens_suppressed(self, generation_config: GenerationConfig) -> GenerationConfig:
         """A copy of `generation_config` that never generates the world tokens (they only stand for images)."""
@@ -128,30 +120,34 @@ class TheWorld(TheWorldPreTrainedModel, GenerationMixin):
 
     @torch.no_grad()
     def encode_world(self, world_pixel_values: torch.Tensor) -> torch.Tensor:
-        """Normalised VAE latent means: (n, 3, S, S) in [-1, 1] -> (n, z_dim, S/8, S/8)."""
+        """The world encoder's normalised latent grid: (n, 3, S, S) in [-1, 1] -> (n, channels, frames, h, w)."""
         size = self.config.world_image_size
         if world_pixel_values.ndim != 4 or tuple(world_pixel_values.shape[1:]) != (3, size, size):
             raise ValueError(
                 f"world_pixel_values must have shape (num_images, 3, {size}, {size}) with values in [-1, 1]; got "
                 f"{tuple(world_pixel_values.shape)}. Prepare them with TheWorldProcessor."
             )
-        pixels = world_pixel_values.to(device=self.vae.device, dtype=self.vae.dtype).unsqueeze(2)  # (n, 3, 1, S, S)
-        latents = self.vae.encode(pixels).latent_dist.mode()[:, :, 0]  # (n, z_dim, S/8, S/8)
-        return (latents.float() - self.latents_mean) / self.latents_std
+        return self.world_encoder(world_pixel_values).float()
 
     def project_world(self, world_latents: torch.Tensor) -> torch.Tensor:
-        """World tokens from normalised latents: (n, z_dim, h, w) -> (n, num_world_tokens, hidden)."""
-        z_dim, size, grid = self.config.vae_config["z_dim"], self.config.world_latent_size, self.config.world_grid_size
-        if world_latents.ndim != 4 or tuple(world_latents.shape[1:]) != (z_dim, size, size):
+        """World tokens from a normalised latent grid: (n, channels, frames, h, w) -> (n, num_world_tokens, hidden).
+
+        A grid of one frame may also come without its frames axis, (n, channels, h, w).
+        """
+        channels, frames, size, _ = shape = self.config.world_latent_shape
+        if world_latents.ndim == 4 and frames == 1:
+            world_latents = world_latents.unsqueeze(2)
+        if world_latents.ndim != 5 or tuple(world_latents.shape[1:]) != shape:
             raise ValueError(
-                f"world_latents must have shape (num_images, {z_dim}, {size}, {size}); got "
+                f"world_latents must have shape (num_images, {channels}, {frames}, {size}, {size}); got "
                 f"{tuple(world_latents.shape)}. Compute them with TheWorld.encode_world."
             )
+        grid = self.config.world_grid_size
         patch = size // grid
         num_images = world_latents.shape[0]
-        # (n, z, g, p, g, p) -> (n, g, g, z, p, p) -> (n, g*g, z*p*p): one flattened latent patch per world token.
-        patches = world_latents.reshape(num_images, z_dim, grid, patch, grid, patch).permute(0, 2, 4, 1, 3, 5)
-        patches = patches.reshape(num_images, grid * grid, z_dim * patch * patch)
+        # (n, c, f, g, p, g, p) -> (n, g, g, c, f, p, p) -> (n, g*g, c*f*p*p): one flattened patch per world token.
+        patches = world_latents.reshape(num_images, channels, frames, grid, patch, grid, patch)
+        patches = patches.permute(0, 3, 5, 1, 2, 4, 6).reshape(num_images, grid * grid, self.config.world_token_dim)
         projector_dtype = self.world_projector.layers[0].weight.dtype
         return self.world_projector(patches.to(projector_dtype)) + self.world_position_embeddings
 
@@ -221,8 +217,8 @@ class TheWorld(TheWorldPreTrainedModel, GenerationMixin):
         r"""
         world_pixel_values (`torch.Tensor` of shape `(num_images, 3, world_image_size, world_image_size)`):
             The world view of each image, in [-1, 1], in the order the images appear in the batch.
-        world_latents (`torch.Tensor` of shape `(num_images, z_dim, latent_size, latent_size)`):
-            Precomputed normalised VAE latents (see `encode_world`), instead of `world_pixel_values`.
+        world_latents (`torch.Tensor` of shape `(num_images, channels, frames, latent_size, latent_size)`):
+            The world encoder's precomputed latent grids (see `encode_world`), instead of `world_pixel_values`.
         cache (`Cache`, *optional*):
             The KV cache of earlier steps (`past_key_values` is its name before transformers 5.24; both are taken).
         labels (`torch.LongTensor` of shape `(batch, seq)`):
@@ -299,8 +295,8 @@ class TheWorld(TheWorldPreTrainedModel, GenerationMixin):
             raise ValueError(
                 f"assistant_model is a {type(assistant_model).__name__}, which cannot take world inputs: generate "
                 "hands every input of the main model to the assistant. Wrap the assistant's Gemma 3 as a TheWorld "
-                "(TheWorld.from_bases(<its folder or Hub id>, <the Cosmos base>)); its drafts are checked by this "
-                "model, so the output stays exactly this model's."
+                "(TheWorld.from_bases(<its folder or Hub id>, <the same world encoder>)); its drafts are checked by "
+                "this model, so the output stays exactly this model's."
             )
         return super().generate(*args, assistant_model=assistant_model, **kwargs)
 

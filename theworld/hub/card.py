@@ -23,7 +23,9 @@ from .info import CheckpointInfo, read_info
 PACKAGE = Path(__file__).resolve().parents[1]
 GEMMA_LICENSE = "[Gemma Terms of Use](https://ai.google.dev/gemma/terms)"
 COSMOS_LICENSE = "[NVIDIA Open Model License](https://www.nvidia.com/en-us/agreements/enterprise-software/nvidia-open-model-license/)"
-TAGS = ["theworld", "gemma3", "cosmos", "world-model", "spatial-reasoning", "vision-language"]
+# World-encoder repositories whose license the card can name; others: "the license of its repository".
+WORLD_ENCODER_LICENSES = {"nvidia/Cosmos-Predict2-2B-Video2World": COSMOS_LICENSE}
+TAGS = ["theworld", "gemma3", "world-model", "spatial-reasoning", "vision-language"]
 # `training_config.json` entries shown in the card, when the run used them.
 TRAINING_SETTINGS = (
     "epochs",
@@ -49,8 +51,8 @@ TEMPLATE = """---
 
 # {{ model_name }}
 
-A fine-tuned **TheWorld**: the frozen Gemma 3 vision-language model also sees each image through the frozen VAE of the
-Cosmos-Predict2 world model, joined by small trained projections. This repository holds only the trained part
+A fine-tuned **TheWorld**: the frozen Gemma 3 vision-language model also sees each image through a frozen world
+encoder, {{ info.world_encoder() }}, joined by small trained projections. This repository holds only the trained part
 ({{ "{:,}".format(info.trainable_parameters) }} parameters, {{ "{:,}".format(info.weights_bytes) }} bytes of
 safetensors); `from_pretrained` loads both bases from their own repositories at the commits pinned in `config.json`.
 
@@ -72,7 +74,7 @@ safetensors); `from_pretrained` loads both bases from their own repositories at 
 ## Evaluation
 
 Accuracy on VSR-format true/false questions, with the world path on and **ablated** (the world tokens zeroed, the
-placeholders kept): the gain is what the Cosmos world view contributes.
+placeholders kept): the gain is what the world encoder's view contributes.
 
 {{ results }}
 {% for split, table in categories %}
@@ -91,8 +93,8 @@ Needs `transformers`, `diffusers`{{ ", `peft`" if info.config.lora_config }} and
 
 ## Remote code
 
-`trust_remote_code=True` runs the four Python files of this repository (they import only torch, transformers,
-diffusers, numpy and PIL). Their sha256:
+`trust_remote_code=True` runs the {{ code_count }} Python files of this repository (they import only torch,
+transformers, diffusers, numpy and PIL). Their sha256:
 
 {{ code }}
 
@@ -102,7 +104,7 @@ exactly the code you reviewed, pin the commit: `from_pretrained(..., trust_remot
 ## License
 
 The frozen bases keep their licenses, and using this model means accepting both: Gemma 3 is under the
-{{ gemma_license }}, Cosmos-Predict2 under the {{ cosmos_license }}.
+{{ gemma_license }}, the world encoder under {{ world_encoder_license }}.
 """
 
 
@@ -134,9 +136,12 @@ def build_model_card(
         pipeline_tag="image-text-to-text",
         base_model=[name for name, commit in info.bases().values() if commit is not None] or None,
         datasets=[dataset] if dataset else None,
-        tags=TAGS + (["lora"] if info.config.lora_config else []) + [tag for tag in tags or [] if tag not in TAGS],
+        tags=TAGS
+        + [info.config.world_encoder_type]
+        + (["lora"] if info.config.lora_config else [])
+        + [tag for tag in tags or [] if tag not in TAGS],
         license="other",
-        license_name="gemma-terms-and-nvidia-open-model-license",
+        license_name="gemma-terms-and-world-encoder-license",
         eval_results=eval_results(info, dataset) or None,
     )
     return ModelCard.from_template(
@@ -151,8 +156,9 @@ def build_model_card(
         usage=usage_snippet(repo_id),
         code=markdown_table(["file", "sha256"], [[f"`{n}`", f"`{d}`"] for n, d in info.code_digests.items()]),
         code_files=" ".join(REMOTE_CODE_FILES),
+        code_count=len(REMOTE_CODE_FILES),
         gemma_license=GEMMA_LICENSE,
-        cosmos_license=COSMOS_LICENSE,
+        world_encoder_license=world_encoder_license(info),
     )
 
 
@@ -160,7 +166,7 @@ def model_card_text(folder: str | os.PathLike, repo_id: str, tags: list[str] | N
     """README.md for `model.push_to_hub`, which saved the model to the fresh `folder` (no run files beside it).
 
     The model's folder lacks processing_theworld.py, which `processor.push_to_hub` brings; both copy this package's
-    files, so the code hashed is the package's own four files.
+    files, so the code hashed is the package's own.
     """
     return str(build_model_card(folder, repo_id, tags=tags, run_files_beside=False, code_folder=PACKAGE))
 
@@ -168,17 +174,23 @@ def model_card_text(folder: str | os.PathLike, repo_id: str, tags: list[str] | N
 def bases_table(info: CheckpointInfo) -> str:
     """The two frozen bases with their pinned commits and licenses."""
     bases = info.bases()
-    (gemma, gemma_commit), (cosmos, cosmos_commit) = bases["gemma"], bases["cosmos"]
+    (gemma, gemma_commit), (encoder, encoder_commit) = bases["gemma"], bases["world encoder"]
+    subfolder = info.config.world_encoder_subfolder
     rows = [
         ["Gemma 3 (frozen)", f"`{gemma}`", f"`{gemma_commit or 'unpinned'}`", GEMMA_LICENSE],
         [
-            f"Cosmos-Predict2 VAE (frozen, `{info.config.cosmos_subfolder}/` only)",
-            f"`{cosmos}`",
-            f"`{cosmos_commit or 'unpinned'}`",
-            COSMOS_LICENSE,
+            f"world encoder: {info.world_encoder()} (frozen{f', `{subfolder}/` only' if subfolder else ''})",
+            f"`{encoder}`",
+            f"`{encoder_commit or 'unpinned'}`",
+            world_encoder_license(info),
         ],
     ]
     return markdown_table(["base", "repository", "pinned commit", "license"], rows)
+
+
+def world_encoder_license(info: CheckpointInfo) -> str:
+    location = info.config.world_encoder_name_or_path
+    return WORLD_ENCODER_LICENSES.get(location, f"the license of `{location}`")
 
 
 def results_table(info: CheckpointInfo) -> str:

@@ -17,6 +17,7 @@ from ..loading_theworld import WEIGHTS_NAME
 # The remote code, in the order `sha256sum` lists the files (sorted by name).
 REMOTE_CODE_FILES = (
     "configuration_theworld.py",
+    "encoders_theworld.py",
     "loading_theworld.py",
     "modeling_theworld.py",
     "processing_theworld.py",

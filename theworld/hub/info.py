@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..configuration_theworld import PROJECTOR_TYPES, TheWorldConfig
+from ..encoders_theworld import BUILT_IN_WORLD_ENCODERS
 from .files import (
     EVAL_NAME,
     REMOTE_CODE_FILES,
@@ -55,19 +56,29 @@ class CheckpointInfo:
         return remote_code_hash(self.code_digests) if len(self.code_digests) == len(REMOTE_CODE_FILES) else None
 
     def bases(self) -> dict[str, tuple[str, str | None]]:
-        """Role -> (repository or path, pinned commit) of the two frozen bases (the VAE is in `cosmos_subfolder`)."""
+        """Role -> (repository or path, pinned commit) of the two frozen bases (the world encoder's weights are in
+        `world_encoder_subfolder`)."""
         config = self.config
         return {
             "gemma": (config.gemma_model_name_or_path, config.gemma_revision),
-            "cosmos": (config.cosmos_model_name_or_path, config.cosmos_revision),
+            "world encoder": (config.world_encoder_name_or_path, config.world_encoder_revision),
         }
+
+    def world_encoder(self) -> str:
+        """The world encoder's type, what it is, and the plugin package that offers it, if any."""
+        config = self.config
+        encoder_class = BUILT_IN_WORLD_ENCODERS.get(config.world_encoder_type)
+        text = config.world_encoder_type + (f" ({encoder_class.description})" if encoder_class else "")
+        plugin = config.world_encoder_plugin
+        return text + (f", from the plugin package {plugin['package']} {plugin['version']}" if plugin else "")
 
     def world_layout(self) -> str:
         config = self.config
         size, grid = config.world_image_size, config.world_grid_size
         return (
-            f"{config.num_world_tokens} world tokens per image: the Cosmos VAE latent of a {size}x{size} view, "
-            f"cut into a {grid}x{grid} grid, through a {PROJECTOR_TYPES[config.projector_type]} projector"
+            f"{config.num_world_tokens} world tokens per image: the {config.world_encoder_type} latent grid of a "
+            f"{size}x{size} view, cut into a {grid}x{grid} grid, through a {PROJECTOR_TYPES[config.projector_type]} "
+            "projector"
         )
 
     def trainable_parts(self) -> list[str]:
@@ -118,9 +129,10 @@ def format_info(info: CheckpointInfo) -> str:
     lines = [f"checkpoint: {info.location}" + (f" (commit {info.commit})" if info.commit else "")]
     for role, (name, commit) in info.bases().items():
         lines.append(f"{role} base: {name} @ {commit or 'unpinned (local folder)'}")
-    if info.config.cosmos_subfolder:
-        lines[-1] += f" (VAE in {info.config.cosmos_subfolder}/)"
+    if info.config.world_encoder_subfolder:
+        lines[-1] += f" (in {info.config.world_encoder_subfolder}/)"
     lines += [
+        f"world encoder: {info.world_encoder()}",
         f"world: {info.world_layout()}",
         f"trained: {'; '.join(info.trainable_parts())}",
         f"trainable parameters: {info.trainable_parameters:,} in {len(info.tensor_shapes)} tensors",

@@ -15,7 +15,7 @@ from typing import Any
 
 import diffusers
 import torch
-from diffusers import AutoencoderKLWan
+from diffusers import AutoencoderKLWan, ModelMixin
 from tokenizers import AddedToken, Regex, Tokenizer, normalizers, pre_tokenizers, trainers
 from tokenizers.models import BPE
 from transformers import (
@@ -315,7 +315,7 @@ def make_tiny_bases(
         torch.nn.init.normal_(model.get_input_embeddings().weight, std=EMBEDDING_STD)
         vae = AutoencoderKLWan(**tiny_vae_config(**(vae_overrides or {})))
     write_gemma_repository(model, tokenizer, bases.gemma)
-    write_cosmos_repository(vae, bases.cosmos)
+    write_vae_repository(vae, bases.cosmos)
     return bases
 
 
@@ -350,14 +350,17 @@ def write_gemma_repository(model: Gemma3ForConditionalGeneration, tokenizer: Gem
     image_processor.save_pretrained(directory)
 
 
-def write_cosmos_repository(vae: AutoencoderKLWan, directory: Path) -> None:
-    """Save `vae` in the layout of the real Cosmos-Predict2 repository: `model_index.json` and `vae/`."""
+def write_vae_repository(
+    vae: ModelMixin, directory: Path, pipeline_class_name: str = "Cosmos2VideoToWorldPipeline"
+) -> None:
+    """Save `vae` in the layout of a real diffusers pipeline repository (by default Cosmos-Predict2's):
+    `model_index.json` and `vae/`."""
     vae.save_pretrained(directory / "vae")
     # Only the VAE is stored, so the index names only the VAE.
     model_index = {
-        "_class_name": "Cosmos2VideoToWorldPipeline",
+        "_class_name": pipeline_class_name,
         "_diffusers_version": diffusers.__version__,
-        "vae": ["diffusers", "AutoencoderKLWan"],
+        "vae": ["diffusers", type(vae).__name__],
     }
     index_text = json.dumps(model_index, indent=2, sort_keys=True) + "\n"
     (directory / "model_index.json").write_text(index_text, encoding="utf-8")

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ..data.synth import random_scene
 from .build_cache import build_once, cache_root
-from .tiny import tiny_vae_config, write_cosmos_repository
+from .tiny import tiny_vae_config, write_vae_repository
 
 __all__ = [
     "DEFAULT_STEPS",
@@ -197,7 +197,7 @@ def train_tiny_vae(
                 latents_std=[round(value, 4) for value in latents.std(dim=1).tolist()],
             )
             psnr = reconstruction_psnr(vae, scene_pixels(random.Random(HELD_OUT_SEED), NUM_EVAL_SCENES, image_size))
-    write_cosmos_repository(vae, directory)
+    write_vae_repository(vae, directory)
     return TinyVAEReport(path=directory, steps=steps, seconds=time.perf_counter() - start, psnr=psnr)
 
 

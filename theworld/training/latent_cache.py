@@ -1,4 +1,4 @@
-"""A disk cache of world latents: the frozen VAE runs once per image; later epochs read the cache."""
+"""A disk cache of world latents: the frozen world encoder runs once per image; later epochs read the cache."""
 
 import hashlib
 import inspect
@@ -17,35 +17,40 @@ from ..modeling_theworld import TheWorld
 from ..processing_theworld import TheWorldProcessor
 
 
-def vae_fingerprint(model: TheWorld, processor: TheWorldProcessor) -> str:
-    """Hash of everything that shapes a latent besides the image: VAE weights and config, preprocessing."""
+def world_encoder_fingerprint(model: TheWorld, processor: TheWorldProcessor) -> str:
+    """Hash of everything that shapes a latent besides the image: the world encoder (type, plugin version, config,
+    weights, dtype) and the preprocessing."""
     digest = hashlib.sha256()
+    encoder = model.world_encoder
     settings = {
-        "vae_config": model.config.vae_config,
+        "world_encoder_type": model.config.world_encoder_type,
+        "world_encoder_plugin": model.config.world_encoder_plugin,
+        "world_encoder_config": model.config.world_encoder_config,
         "world_image_size": processor.world_image_size,
-        # The code that turns an image into world pixels: any change to it makes new latents.
+        # The code that turns an image into world pixels, and pixels into latents: any change makes new latents.
         "preprocessing": inspect.getsource(type(processor).preprocess_world_images),
-        "dtype": str(model.vae.dtype),
+        "encoding": inspect.getsource(type(encoder).forward),
+        "dtype": str(next(encoder.parameters()).dtype),
     }
     digest.update(json.dumps(settings, sort_keys=True).encode())
-    for name, tensor in sorted(model.vae.state_dict().items()):
+    for name, tensor in sorted(encoder.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu", torch.float32).numpy().tobytes())
     return digest.hexdigest()
 
 
 class WorldLatentCache:
-    """Normalised VAE latents `(z_dim, h, w)` keyed by image bytes and the VAE fingerprint.
+    """Normalised world latents `(channels, frames, h, w)` keyed by image bytes and the world encoder's fingerprint.
 
-    A different image, VAE or preprocessing gives a different key, so a stale entry is never reused. Entries are
-    written atomically, so several processes may fill the same cache.
+    A different image, world encoder or preprocessing gives a different key, so a stale entry is never reused. Entries
+    are written atomically, so several processes may fill the same cache.
     """
 
     def __init__(self, directory: str | os.PathLike, model: TheWorld, processor: TheWorldProcessor):
         self.directory = Path(directory)
         self.model = model
         self.processor = processor
-        self.fingerprint = vae_fingerprint(model, processor)
+        self.fingerprint = world_encoder_fingerprint(model, processor)
         self._memory: dict[str, torch.Tensor] = {}
         self._keys: dict[Path, str] = {}
 

@@ -17,6 +17,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 
 from ..configuration_theworld import PROJECTOR_TYPES
 from ..data.vsr import ON_BAD_IMAGE_HELP, OnBadImage, VSRExample, load_vsr_split
+from ..encoders_theworld import BUILT_IN_WORLD_ENCODERS
 from ..hub.files import HISTORY_NAME, TRAINING_CONFIG_NAME, TRAINING_STATE_DIR
 from ..loading_theworld import LORA_TARGET_MODULES, lora_arguments
 from ..modeling_theworld import TheWorld
@@ -30,7 +31,7 @@ from .plots import plot_curves
 CHECKPOINTS_DIR = "checkpoints"
 FINAL_CHECKPOINT = "checkpoint"
 # Settings a resumed run must share with the run it continues.
-RUN_DEFINING_FIELDS = ("world_image_size", "world_grid_size", "projector_type")
+RUN_DEFINING_FIELDS = ("world_encoder_type", "world_image_size", "world_grid_size", "projector_type")
 
 
 @dataclass
@@ -38,15 +39,33 @@ class TrainingConfig:
     """Everything one fine-tuning run needs; `theworld train` takes each field as an option (`--batch-size 16`)."""
 
     gemma: str = field(metadata={"help": "Gemma 3 base: a Hub id (google/gemma-3-4b-it) or a local folder"})
-    cosmos: str = field(metadata={"help": "Cosmos-Predict2 repository with vae/: a Hub id or a local folder"})
     data_dir: Path = field(metadata={"aliases": ["--data"], "help": "folder with train.jsonl (and dev.jsonl)"})
     output_dir: Path = field(metadata={"help": "run folder: checkpoint/, checkpoints/, history.json, curves"})
     images_dir: Path | None = field(
         default=None, metadata={"aliases": ["--images"], "help": "image folder (default: DATA_DIR/images)"}
     )
-    world_image_size: int = field(default=512, metadata={"help": "side of the square world view in pixels"})
+    world_encoder_type: str = field(
+        default="wan2.1",
+        metadata={
+            "aliases": ["--world-encoder"],
+            "help": f"world encoder: {', '.join(BUILT_IN_WORLD_ENCODERS)}, or a type an installed plugin offers",
+        },
+    )
+    world_encoder_path: str | None = field(
+        default=None,
+        metadata={
+            "aliases": ["--cosmos"],
+            "help": "repository of the world encoder, a Hub id or a local folder (default: the type's reference one)",
+        },
+    )
+    world_encoder_subfolder: str | None = field(
+        default=None, metadata={"help": "its subfolder (default: the type's, e.g. vae/ for wan2.1; '' for none)"}
+    )
+    world_image_size: int | None = field(
+        default=None, metadata={"help": "side of the square world view in pixels (default: the encoder type's)"}
+    )
     world_grid_size: int = field(
-        default=16, metadata={"help": "the VAE latent is cut into a grid of this many patches a side, one token each"}
+        default=16, metadata={"help": "the latent grid is cut into this many patches a side, one world token each"}
     )
     projector_type: str = field(
         default="mlp", metadata={"choices": list(PROJECTOR_TYPES), "help": "world projector architecture"}
@@ -75,7 +94,7 @@ class TrainingConfig:
     eval_every: int | None = field(default=None, metadata={"help": "steps between dev evaluations (default: none)"})
     eval_examples: int = field(default=128, metadata={"help": "dev examples per evaluation"})
     use_latent_cache: bool = field(
-        default=True, metadata={"help": "encode each image with the VAE once and keep its latent on disk"}
+        default=True, metadata={"help": "encode each image with the world encoder once and keep its latent on disk"}
     )
     latent_cache_dir: Path | None = field(
         default=None, metadata={"help": "where the latents are kept (default: OUTPUT_DIR/latent-cache)"}
@@ -106,9 +125,11 @@ def build_model(config: TrainingConfig) -> tuple[TheWorld, TheWorldProcessor]:
     """A new TheWorld on the configured bases, with the configured trainable parts."""
     model = TheWorld.from_bases(
         config.gemma,
-        config.cosmos,
+        config.world_encoder_path,
+        world_encoder_type=config.world_encoder_type,
+        world_encoder_subfolder=config.world_encoder_subfolder,
         dtype=getattr(torch, config.dtype),
-        world_image_size=config.world_image_size,
+        **({"world_image_size": config.world_image_size} if config.world_image_size else {}),
         world_grid_size=config.world_grid_size,
         projector_type=config.projector_type,
         freeze_language_model=not config.train_language_model,
@@ -124,7 +145,7 @@ def resume_model(checkpoint: Path, config: TrainingConfig) -> tuple[TheWorld, Th
     """The model and processor of an interrupted run, refusing to mix runs of different settings."""
     model = TheWorld.from_pretrained(checkpoint, dtype=getattr(torch, config.dtype))
     for name in RUN_DEFINING_FIELDS:
-        if getattr(model.config, name) != getattr(config, name):
+        if getattr(config, name) is not None and getattr(model.config, name) != getattr(config, name):
             raise ValueError(
                 f"{checkpoint} was trained with {name}={getattr(model.config, name)!r}, this run asks for "
                 f"{getattr(config, name)!r}. Use another --output-dir to start a new run, or the same settings to "
