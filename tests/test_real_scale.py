@@ -11,6 +11,7 @@ from world_inputs import perturb_trainable
 from theworld import TheWorld
 from theworld.bench.scale import (
     GEMMA_CONFIG_FILE,
+    REAL_WORLD_ENCODERS,
     REAL_WORLD_TOKEN_IDS,
     build_real_scale_model,
     format_report,
@@ -130,7 +131,27 @@ def test_scale_module_prints_a_table(capsys):
     main(["--world-grid-size", "8", "--projector-type", "linear"])
     table = capsys.readouterr().out
     report = parameter_report(build_real_scale_model(8, projector_type="linear"))
-    assert table.startswith("| quantity | value |")
+    assert "\n| quantity | value |" in table
     assert f"| total_parameters | {report['total_parameters']:,} |" in table
     assert f"| trainable_parameters | {report['trainable_parameters']:,} |" in table
     assert "| embedding_rows | 262,208 |" in table
+
+
+def test_scale_module_compares_every_world_encoder_at_real_scale(capsys):
+    main(["--world-grid-size", "16"])
+    output = capsys.readouterr().out
+    rows = {
+        line.split("|")[1].strip(): [cell.strip() for cell in line.strip("|\n").split("|")]
+        for line in output.splitlines()
+        if line.startswith("| ") and line.split("|")[1].strip() in REAL_WORLD_ENCODERS
+    }
+    assert set(rows) == set(REAL_WORLD_ENCODERS)
+    for name, cells in rows.items():
+        assert cells[1] == REAL_WORLD_ENCODERS[name].encoder_type
+        assert cells[5] == "256", name  # a 16 x 16 grid of world tokens for every encoder
+        assert float(cells[7].replace(",", "")) > 0, name
+    # Encoder sizes the models' papers state: ViT-L (V-JEPA 2) about 300M, ViT-B (DINOv2) 86M, SD VAE encoder 34M.
+    assert rows["V-JEPA 2 ViT-L"][2] == "303.9M"
+    assert rows["DINOv2 base"][2] == "86.6M"
+    assert rows["SDXL VAE"][2] == "34.2M"
+    assert rows["Cosmos-Predict2 VAE"][4] == "16x1x64x64" and rows["Wan 2.2 VAE"][4] == "48x1x32x32"

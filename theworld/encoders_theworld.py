@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, AutoencoderKLWan
+from diffusers import AutoencoderKL, AutoencoderKLWan, ModelMixin
 from diffusers.utils import SAFETENSORS_WEIGHTS_NAME as DIFFUSERS_WEIGHTS_NAME
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError
@@ -164,28 +164,15 @@ class WorldEncoder(nn.Module):
             )
 
 
-class WanVAEWorldEncoder(WorldEncoder):
-    """A Wan VAE (`AutoencoderKLWan`), encoder side only: latent means, normalised with the VAE's own
-    `latents_mean` / `latents_std`."""
+class DiffusersVAEWorldEncoder(WorldEncoder):
+    """A diffusers VAE (`model_class`), its encoder side only: the decoder side is dropped."""
 
-    encoder_type = "wan2.1"
-    description = "Cosmos-Predict2 / Wan 2.1 VAE (AutoencoderKLWan, 16 channels, 8x)"
-    default_repository = "nvidia/Cosmos-Predict2-2B-Video2World"
-    default_subfolder = "vae"
-    default_image_size = 512
-    architecture_keys = ("z_dim", "base_dim", "dim_mult", "temperal_downsample", "patch_size", "is_residual")
+    model_class: ClassVar[type[ModelMixin]]
 
-    def __init__(self, model: AutoencoderKLWan):
-        # Only the encoder is ever used: drop the decoder side.
+    def __init__(self, model: ModelMixin):
         model.decoder = None
         model.post_quant_conv = None
         super().__init__(model)
-        z_dim = model.config.z_dim
-        for name in ("latents_mean", "latents_std"):
-            values = model.config[name]
-            if len(values) != z_dim:
-                raise ValueError(f"The VAE config's {name} has {len(values)} values; its z_dim is {z_dim}.")
-            self.register_buffer(name, torch.tensor(values).view(1, z_dim, 1, 1, 1), persistent=False)
 
     @classmethod
     def from_pretrained(cls, name_or_path, subfolder=None, revision=None, dtype=None, **hub_kwargs):
@@ -193,14 +180,35 @@ class WanVAEWorldEncoder(WorldEncoder):
         dtype = resolve_dtype(dtype) or stored_dtype(
             name_or_path, DIFFUSERS_WEIGHTS_NAME, subfolder, revision, **hub_kwargs
         )
-        model = AutoencoderKLWan.from_pretrained(
+        model = cls.model_class.from_pretrained(
             name_or_path, subfolder=subfolder, revision=revision, torch_dtype=dtype, **hub_download_kwargs(hub_kwargs)
         )
         return cls(model)
 
     @classmethod
     def from_config(cls, config):
-        return cls(AutoencoderKLWan.from_config(dict(config)))
+        return cls(cls.model_class.from_config(dict(config)))
+
+
+class WanVAEWorldEncoder(DiffusersVAEWorldEncoder):
+    """A Wan VAE (`AutoencoderKLWan`): latent means, normalised with the VAE's own `latents_mean` / `latents_std`."""
+
+    encoder_type = "wan2.1"
+    description = "Cosmos-Predict2 / Wan 2.1 VAE (AutoencoderKLWan, 16 channels, 8x)"
+    default_repository = "nvidia/Cosmos-Predict2-2B-Video2World"
+    default_subfolder = "vae"
+    default_image_size = 512
+    architecture_keys = ("z_dim", "base_dim", "dim_mult", "temperal_downsample", "patch_size", "is_residual")
+    model_class = AutoencoderKLWan
+
+    def __init__(self, model: AutoencoderKLWan):
+        super().__init__(model)
+        z_dim = model.config.z_dim
+        for name in ("latents_mean", "latents_std"):
+            values = model.config[name]
+            if len(values) != z_dim:
+                raise ValueError(f"The VAE config's {name} has {len(values)} values; its z_dim is {z_dim}.")
+            self.register_buffer(name, torch.tensor(values).view(1, z_dim, 1, 1, 1), persistent=False)
 
     @property
     def latent_channels(self) -> int:
@@ -226,9 +234,9 @@ class Wan22VAEWorldEncoder(WanVAEWorldEncoder):
     requires = {"diffusers": ">=0.35.0"}  # the first release whose AutoencoderKLWan has `patch_size` and `is_residual`
 
 
-class AutoencoderKLWorldEncoder(WorldEncoder):
-    """A diffusers 2D `AutoencoderKL` (Stable Diffusion, SDXL, FLUX VAEs), encoder side only: latent means,
-    normalised as the repository's own pipelines do, `(z - shift_factor) * scaling_factor`."""
+class AutoencoderKLWorldEncoder(DiffusersVAEWorldEncoder):
+    """A diffusers 2D `AutoencoderKL` (Stable Diffusion, SDXL, FLUX VAEs): latent means, normalised as the
+    repository's own pipelines do, `(z - shift_factor) * scaling_factor`."""
 
     encoder_type = "autoencoder-kl"
     description = "diffusers AutoencoderKL (SD / SDXL / FLUX VAEs; 4 or 16 channels, 8x)"
@@ -236,25 +244,7 @@ class AutoencoderKLWorldEncoder(WorldEncoder):
     default_subfolder = "vae"
     default_image_size = 512
     architecture_keys = ("latent_channels", "block_out_channels", "layers_per_block", "scaling_factor", "shift_factor")
-
-    def __init__(self, model: AutoencoderKL):
-        model.decoder = None
-        model.post_quant_conv = None
-        super().__init__(model)
-
-    @classmethod
-    def from_pretrained(cls, name_or_path, subfolder=None, revision=None, dtype=None, **hub_kwargs):
-        dtype = resolve_dtype(dtype) or stored_dtype(
-            name_or_path, DIFFUSERS_WEIGHTS_NAME, subfolder, revision, **hub_kwargs
-        )
-        model = AutoencoderKL.from_pretrained(
-            name_or_path, subfolder=subfolder, revision=revision, torch_dtype=dtype, **hub_download_kwargs(hub_kwargs)
-        )
-        return cls(model)
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(AutoencoderKL.from_config(dict(config)))
+    model_class = AutoencoderKL
 
     @property
     def latent_channels(self) -> int:
