@@ -233,9 +233,10 @@ def test_meta_device_initialisation_restores_the_latent_statistics(tester):
         model = TheWorld(config)
     model.to_empty(device="cpu")
     model.init_weights()
-    z_dim = config.vae_config["z_dim"]
-    assert torch.equal(model.latents_mean, torch.tensor(config.vae_config["latents_mean"]).view(1, z_dim, 1, 1))
-    assert torch.equal(model.latents_std, torch.tensor(config.vae_config["latents_std"]).view(1, z_dim, 1, 1))
+    z_dim, encoder = config.world_latent_channels, model.world_encoder
+    mean, std = config.world_encoder_config["latents_mean"], config.world_encoder_config["latents_std"]
+    assert torch.equal(encoder.latents_mean, torch.tensor(mean).view(1, z_dim, 1, 1, 1))
+    assert torch.equal(encoder.latents_std, torch.tensor(std).view(1, z_dim, 1, 1, 1))
 
 
 def test_the_base_model_is_gemma(tester):

@@ -58,7 +58,7 @@ def rename_legacy_fields(fields: dict[str, Any]) -> dict[str, Any]:
     """`fields` (config fields or `from_pretrained` overrides) with the pre-world-encoder names renamed."""
     fields = {LEGACY_FIELDS.get(key, key): value for key, value in fields.items()}
     vae_config = fields.pop(LEGACY_VAE_CONFIG, None)
-    if vae_config is not None:  # a Wan VAE: 8x per temporal-downsample stage count, one latent frame
+    if vae_config is not None:  # the Wan 2.1 VAE: 2x per temporal-downsample stage, one latent frame
         fields.setdefault("world_encoder_config", dict(vae_config))
         fields.setdefault("world_latent_channels", vae_config["z_dim"])
         fields.setdefault("world_latent_frames", 1)

@@ -18,6 +18,7 @@ The contract, which `WorldEncoder` implements for the built-in encoders and a pl
   weights of a repository) and `from_config(config)` (the same architecture, random weights);
 - the property `config` (a JSON-serialisable dict, recorded in `TheWorldConfig.world_encoder_config`) and the integer
   properties `latent_channels`, `latent_frames` and `spatial_compression`.
+- optionally `init_buffers()`, which restores constant buffers that are not saved (after a build on the meta device).
 
 Built in: `wan2.1` (Cosmos-Predict2 / Wan 2.1 VAE), `wan2.2`, `autoencoder-kl` (any diffusers 2D `AutoencoderKL`),
 `vjepa2` and `dinov2`. Installed packages add more through the entry-point group `theworld.world_encoders`.
@@ -153,6 +154,10 @@ class WorldEncoder(nn.Module):
     def spatial_compression(self) -> int:
         raise NotImplementedError
 
+    def init_buffers(self) -> None:
+        """Sets the encoder's constant buffers (normalisation statistics), which are not saved: after a model was
+        built on the meta device, `TheWorld.init_weights` calls this."""
+
     def check_pixels(self, world_pixel_values: torch.Tensor) -> None:
         """Refuses pixels that are not (num_images, 3, S, S) with S a multiple of the spatial compression."""
         shape = tuple(world_pixel_values.shape)
@@ -203,12 +208,20 @@ class WanVAEWorldEncoder(DiffusersVAEWorldEncoder):
 
     def __init__(self, model: AutoencoderKLWan):
         super().__init__(model)
-        z_dim = model.config.z_dim
         for name in ("latents_mean", "latents_std"):
-            values = model.config[name]
-            if len(values) != z_dim:
-                raise ValueError(f"The VAE config's {name} has {len(values)} values; its z_dim is {z_dim}.")
-            self.register_buffer(name, torch.tensor(values).view(1, z_dim, 1, 1, 1), persistent=False)
+            self.register_buffer(name, self.latent_statistic(name), persistent=False)
+
+    def latent_statistic(self, name: str) -> torch.Tensor:
+        """The VAE config's `latents_mean` or `latents_std`, shaped (1, z, 1, 1, 1)."""
+        z_dim, values = self.model.config.z_dim, self.model.config[name]
+        if len(values) != z_dim:
+            raise ValueError(f"The VAE config's {name} has {len(values)} values; its z_dim is {z_dim}.")
+        return torch.tensor(values).view(1, z_dim, 1, 1, 1)
+
+    @torch.no_grad()
+    def init_buffers(self) -> None:
+        self.latents_mean.copy_(self.latent_statistic("latents_mean"))
+        self.latents_std.copy_(self.latent_statistic("latents_std"))
 
     @property
     def latent_channels(self) -> int:
@@ -275,6 +288,11 @@ class VisionBackboneWorldEncoder(WorldEncoder):
         super().__init__(model)
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1), persistent=False)
+
+    @torch.no_grad()
+    def init_buffers(self) -> None:
+        self.pixel_mean.copy_(torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1))
+        self.pixel_std.copy_(torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1))
 
     @classmethod
     def from_pretrained(cls, name_or_path, subfolder=None, revision=None, dtype=None, **hub_kwargs):

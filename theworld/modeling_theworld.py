@@ -93,6 +93,9 @@ class TheWorld(TheWorldPreTrainedModel, GenerationMixin):
         elif isinstance(module, TheWorld):
             module.world_boundary_embeddings.normal_(mean=0.0, std=std)
             module.world_position_embeddings.normal_(mean=0.0, std=std)
+        elif module is self.world_encoder and hasattr(module, "init_buffers"):
+            # Its constants are not saved: restored here when the model was built on the meta device.
+            module.init_buffers()
 
     def with_world_tokens_suppressed(self, generation_config: GenerationConfig) -> GenerationConfig:
         """A copy of `generation_config` that never generates the world tokens (they only stand for images)."""
