@@ -1,4 +1,5 @@
-"""TheWorld: a frozen Gemma 3 that also sees a frozen Cosmos world model's latent view of each image."""
+"""TheWorld: a frozen Gemma 3 that also sees a frozen world model's latent view of each image (by default the VAE of
+NVIDIA Cosmos-Predict2; see `encoders_theworld.py` for the others)."""
 
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
 
