@@ -106,6 +106,14 @@ def test_a_library_older_than_the_range_is_named_with_both_versions(monkeypatch,
     assert f'pip install -U "{library}>={minimum}"' in message
 
 
+def test_a_pre_release_of_a_newer_library_is_accepted(monkeypatch):
+    real_version = configuration_theworld.version
+    monkeypatch.setattr(
+        configuration_theworld, "version", lambda name: "9.0.0.dev0" if name == "diffusers" else real_version(name)
+    )
+    configuration_theworld.check_library_versions()
+
+
 def test_peft_may_be_missing(monkeypatch):
     """Only LoRA checkpoints need peft; they ask for it when they load."""
     real_version = configuration_theworld.version

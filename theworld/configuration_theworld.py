@@ -1,9 +1,10 @@
 """TheWorld configuration: a frozen Gemma 3 and a frozen world encoder joined by a small trainable world projector."""
 
+from collections.abc import Collection, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from packaging.version import Version
+from packaging.specifiers import SpecifierSet
 
 # The oldest releases this code runs on; pyproject.toml states the same range. Checked before anything else is
 # imported from them, so an older installation fails here with a message that says what to install. peft is only
@@ -12,24 +13,34 @@ MINIMUM_VERSIONS = {"transformers": "5.21.0", "diffusers": "0.34.0", "peft": "0.
 OPTIONAL_LIBRARIES = ("peft",)
 
 
-def check_library_versions() -> None:
-    """Raises an ImportError naming the installed and the needed version of any library older than TheWorld needs."""
-    too_old = {}
-    for name, minimum in MINIMUM_VERSIONS.items():
+def unmet_requirements(requirements: Mapping[str, str], optional: Collection[str] = ()) -> tuple[str, str] | None:
+    """For the `requirements` (distribution -> version specifier, e.g. `{"diffusers": ">=0.35.0"}`) the installed
+    distributions do not meet: what is needed and installed (`diffusers>=0.35.0 (installed: 0.34.0)`, ...) and the
+    `pip install` arguments that meet them (`"diffusers>=0.35.0"`). None when all are met; an `optional` distribution
+    may be missing. A pre-release counts as its release (a dev build of 5.25 meets `>=5.21.0`)."""
+    unmet = {}
+    for name, specifier in requirements.items():
         try:
             installed = version(name)
         except PackageNotFoundError:
             installed = None
-        if installed is None and name in OPTIONAL_LIBRARIES:
+        if installed is None and name in optional:
             continue
-        if installed is None or Version(installed) < Version(minimum):
-            too_old[name] = (minimum, installed)
-    if too_old:
-        needed = ", ".join(
-            f"{name}>={minimum} (installed: {found or 'none'})" for name, (minimum, found) in too_old.items()
-        )
-        upgrade = " ".join(f'"{name}>={minimum}"' for name, (minimum, _) in too_old.items())
-        raise ImportError(f"TheWorld needs {needed}. Upgrade with: pip install -U {upgrade}")
+        if installed is None or not SpecifierSet(specifier).contains(installed, prereleases=True):
+            unmet[name] = (specifier, installed)
+    if not unmet:
+        return None
+    needed = ", ".join(f"{name}{spec} (installed: {found or 'none'})" for name, (spec, found) in unmet.items())
+    return needed, " ".join(f'"{name}{spec}"' for name, (spec, _) in unmet.items())
+
+
+def check_library_versions() -> None:
+    """Raises an ImportError naming the installed and the needed version of any library older than TheWorld needs."""
+    minimums = {name: f">={minimum}" for name, minimum in MINIMUM_VERSIONS.items()}
+    unmet = unmet_requirements(minimums, optional=OPTIONAL_LIBRARIES)
+    if unmet is not None:
+        needed, install = unmet
+        raise ImportError(f"TheWorld needs {needed}. Upgrade with: pip install -U {install}")
 
 
 check_library_versions()

@@ -43,6 +43,8 @@ from torch import nn
 from transformers import Dinov2Model, PreTrainedModel, VJEPA2Model
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from .configuration_theworld import unmet_requirements
+
 # Version of the contract above. A plugin states the version it implements; a different one is refused.
 WORLD_ENCODER_API_VERSION = 1
 # The entry-point group through which installed packages add world encoders (name: encoder type, value: the class).
@@ -396,11 +398,15 @@ def world_encoder_plugin(encoder_type: str) -> dict[str, str] | None:
         return None
     point = plugin_entry_point(encoder_type)
     if point is None:
-        raise ValueError(
-            f"Unknown world encoder {encoder_type!r}: built in are {', '.join(BUILT_IN_WORLD_ENCODERS)}, and no "
-            f"installed package offers it (entry-point group {WORLD_ENCODER_ENTRY_POINT!r})."
-        )
+        raise unknown_world_encoder(encoder_type)
     return {"package": point.dist.name, "version": point.dist.version}
+
+
+def unknown_world_encoder(encoder_type: str) -> ValueError:
+    return ValueError(
+        f"Unknown world encoder {encoder_type!r}: built in are {', '.join(BUILT_IN_WORLD_ENCODERS)}, and no "
+        f"installed package offers it (entry-point group {WORLD_ENCODER_ENTRY_POINT!r})."
+    )
 
 
 def compatible_versions(recorded: str) -> SpecifierSet:
@@ -428,14 +434,14 @@ def world_encoder_class(encoder_type: str, plugin: Mapping[str, str] | None = No
                     f"This checkpoint's world encoder {encoder_type!r} comes from the package {plugin['package']} "
                     f"{plugin['version']}, which is not installed. Install it: {install}"
                 )
-            if installed not in wanted:
+            if not wanted.contains(installed, prereleases=True):
                 raise ImportError(
                     f"This checkpoint's world encoder {encoder_type!r} was made with {plugin['package']} "
                     f"{plugin['version']}; {installed} is installed, which is not compatible ({wanted}). Install a "
                     f"compatible version: {install}"
                 )
         elif point is None:
-            world_encoder_plugin(encoder_type)  # raises: unknown type
+            raise unknown_world_encoder(encoder_type)
         encoder_class = point.load()
     check_manifest(encoder_class)
     return encoder_class
@@ -452,19 +458,9 @@ def check_manifest(encoder_class: type) -> None:
             f"{api_version}; this TheWorld implements version {WORLD_ENCODER_API_VERSION}. Install a release of the "
             "plugin written for this version."
         )
-    installed = {
-        package: installed_distribution_version(package) for package in getattr(encoder_class, "requires", {})
-    }
-    unmet = {
-        package: (specifier, installed[package])
-        for package, specifier in encoder_class.requires.items()
-        if installed[package] is None or installed[package] not in SpecifierSet(specifier)
-    }
-    if unmet:
-        needed = ", ".join(
-            f"{package}{spec} (installed: {found or 'none'})" for package, (spec, found) in unmet.items()
-        )
-        install = " ".join(f'"{package}{spec}"' for package, (spec, _) in unmet.items())
+    unmet = unmet_requirements(getattr(encoder_class, "requires", {}))
+    if unmet is not None:
+        needed, install = unmet
         raise ImportError(f"The world encoder {name!r} needs {needed}. Install with: pip install -U {install}")
 
 
