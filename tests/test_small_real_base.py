@@ -31,6 +31,8 @@ def small_base(tmp_path_factory) -> tuple:
         layer_types=["sliding_attention", "full_attention"],
     )
     language_model = Gemma3ForCausalLM(config).eval()
+    # What transformers' GGUF loader records on the model it dequantises.
+    language_model.config.quantization_config = {"quant_method": "gguf", "gguf_file": "a.gguf", "dequantize": False}
     folder = tmp_path_factory.mktemp("small-real-base")
     builder.write_small_real_base(language_model, tokenizer, folder)
     return language_model, tokenizer, folder
@@ -42,6 +44,8 @@ def test_the_base_is_a_gemma_3_repository_in_the_4b_layout(small_base):
         assert (folder / name).is_file(), name
     model = Gemma3ForConditionalGeneration.from_pretrained(folder).eval()
     processor = AutoProcessor.from_pretrained(folder)
+    assert not getattr(model, "is_quantized", False)
+    assert "quantization_config" not in model.config.get_text_config().to_dict()
     assert model.config.get_text_config().vocab_size == builder.EMBEDDING_ROWS
     assert model.config.image_token_id == processor.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     assert processor.image_seq_length == builder.MM_TOKENS_PER_IMAGE

@@ -44,7 +44,7 @@ VISION_CONFIG = {
     "vision_use_head": False,
 }
 MM_TOKENS_PER_IMAGE = 16
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def gguf_file() -> Path:
@@ -100,6 +100,9 @@ def write_small_real_base(
         )
     text_config = language_model.config.to_dict()
     text_config["vocab_size"] = EMBEDDING_ROWS
+    # The GGUF loader records the file's quantization; the weights written here are plain floats, as in gemma-3-4b-it,
+    # and a recorded quantization would make transformers load the base as a quantized model.
+    text_config.pop("quantization_config", None)
     eos_ids = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(END_OF_TURN_TOKEN)]
     config = Gemma3Config(
         text_config=text_config,
