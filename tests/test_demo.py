@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from theworld.demo import DEMO_RECIPE, DemoConfig, run_demo
+from theworld.data import SYNTH_RELATIONS
+from theworld.demo import DEMO_RECIPE, DEMO_RELATIONS, SMALL_REAL_RECIPE, DemoConfig, run_demo
 from theworld.testing.tiny_vae import QUICK_STEPS
 from theworld.training import parse_answer
 
@@ -47,6 +48,8 @@ def test_demo_evaluates_both_test_sets_with_the_world_ablated(demo):
         assert report["examples"] == TEST_EXAMPLES
         assert report["world"]["total"] == report["world_ablated"]["total"] == TEST_EXAMPLES
     assert "world ablated" in result["summary"] and "zero-shot/test" in result["summary"]
+    per_relation = result["summary"].split("## Per relation")[1]
+    assert all(f"| {relation} |" in per_relation for relation in DEMO_RELATIONS)
 
 
 def test_demo_training_learns_the_answer_format(demo):
@@ -71,3 +74,15 @@ def test_demo_reloads_in_a_process_without_theworld(demo):
     _, result = demo
     assert result["reload"]["class"].startswith("transformers_modules.")
     assert parse_answer(result["reload"]["answer"]) in (0, 1)
+
+
+def test_each_demo_base_brings_its_recipe_and_relations(tmp_path):
+    tiny = DemoConfig(output_dir=tmp_path)
+    assert tiny.recipe == DEMO_RECIPE and tiny.relations == DEMO_RELATIONS
+    small_real = DemoConfig(output_dir=tmp_path, base="small-real")
+    assert small_real.recipe == SMALL_REAL_RECIPE and small_real.relations == SYNTH_RELATIONS
+    # On the pretrained base its own weights stay frozen: only the projector, world embeddings and LoRA train.
+    assert not small_real.recipe.get("train_language_model") and small_real.recipe["lora_rank"] > 0
+    assert DemoConfig(output_dir=tmp_path, base="small-real", relations=("above",)).relations == ("above",)
+    with pytest.raises(ValueError, match="Unknown demo base 'huge'; choose one of tiny, small-real"):
+        DemoConfig(output_dir=tmp_path, base="huge")

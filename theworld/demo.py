@@ -1,7 +1,8 @@
-"""The offline demo: tiny bases, synthetic VSR, fine-tuning, evaluation with world ablation, fresh-process reload.
+"""The offline demo: bases, synthetic VSR, fine-tuning, evaluation with world ablation, fresh-process reload.
 
-The bases are tiny stand-ins (a random 2-layer Gemma 3 and a tiny Cosmos-style VAE trained as an autoencoder on
-synthetic scenes), so everything runs on a laptop CPU in minutes; the code path is the one real weights take.
+The world encoder is a tiny Cosmos-style VAE trained as an autoencoder on synthetic scenes. The Gemma 3 is either a
+random 2-layer stand-in (`tiny`, the default: minutes on a laptop CPU) or the small real base, the pretrained Gemma 3
+270M kept frozen (`small-real`). The code path is the one real weights take.
 """
 
 import json
@@ -10,18 +11,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .data import load_vsr_split, synthesize_vsr
+from .data import SYNTH_RELATIONS, load_vsr_split, synthesize_vsr
 from .markdown import markdown_table
 from .modeling_theworld import TheWorld
 from .processing_theworld import TheWorldProcessor
 from .prompt import vsr_messages
+from .testing.small_real_base import cached_small_real_base
 from .testing.tiny import make_tiny_bases
 from .testing.tiny_vae import DEFAULT_STEPS, cached_trained_tiny_vae
-from .training import TrainingConfig, train, world_ablation_report, write_reports
+from .training import TrainingConfig, markdown_report, train, world_ablation_report, write_reports
 
 # The default recipe for the tiny stand-in bases (see the README for the recipe on real weights): one global world
 # token (the whole 8x8 latent flattened) and the random tiny language model trained along with the projector.
@@ -43,6 +46,49 @@ DEMO_RECIPE: dict[str, Any] = {
 # random 2-layer stand-in language model does not learn within the demo's budget (see the README).
 DEMO_RELATIONS: tuple[str, ...] = ("close to", "far away from")
 
+# The recipe for the small real base: the pretrained language model stays frozen; a 4 x 4 grid of world tokens through
+# the MLP projector, and LoRA adapters on its attention and MLP. See the README for what it reaches.
+SMALL_REAL_RECIPE: dict[str, Any] = {
+    "world_image_size": 64,
+    "world_grid_size": 4,
+    "projector_type": "mlp",
+    "lora_rank": 16,
+    "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "learning_rate": 3e-4,
+    "batch_size": 8,
+    "max_steps": 300,
+    "warmup_steps": 20,
+    "save_every": 100,
+    "eval_every": 50,
+    "eval_examples": 96,
+}
+
+
+@dataclass(frozen=True)
+class DemoBase:
+    """A Gemma 3 base the demo can run on: how it is built, and the recipe and relations the demo uses on it."""
+
+    description: str
+    build: Callable[[Path, int], Path]  # (demo output folder, seed) -> the Gemma 3 folder
+    recipe: dict[str, Any]
+    relations: tuple[str, ...]
+
+
+DEMO_BASES: dict[str, DemoBase] = {
+    "tiny": DemoBase(
+        description="a random 2-layer Gemma 3 stand-in, trained along with the projector",
+        build=lambda output_dir, seed: make_tiny_bases(output_dir / "bases", seed=seed).gemma,
+        recipe=DEMO_RECIPE,
+        relations=DEMO_RELATIONS,
+    ),
+    "small-real": DemoBase(
+        description="the small real base (the pretrained Gemma 3 270M, frozen; LoRA adapters trained)",
+        build=lambda output_dir, seed: cached_small_real_base(seed=seed),
+        recipe=SMALL_REAL_RECIPE,
+        relations=SYNTH_RELATIONS,
+    ),
+}
+
 RELOAD_SCRIPT = """
 import json, sys
 sys.modules["theworld"] = None  # the reload must work with transformers alone
@@ -61,15 +107,26 @@ print(json.dumps({"class": type(model).__module__ + "." + type(model).__name__, 
 
 @dataclass
 class DemoConfig:
+    """What the demo runs. `relations` and `recipe` default to the base's own (`DEMO_BASES`)."""
+
     output_dir: Path
+    base: str = "tiny"
     seed: int = 0
     n_train: int = 10000
     n_dev: int = 200
     n_test: int = 400
-    relations: tuple[str, ...] = DEMO_RELATIONS
-    recipe: dict[str, Any] = field(default_factory=lambda: dict(DEMO_RECIPE))
+    relations: tuple[str, ...] | None = None
+    recipe: dict[str, Any] | None = None
     vae_steps: int = DEFAULT_STEPS
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.base not in DEMO_BASES:
+            raise ValueError(f"Unknown demo base {self.base!r}; choose one of {', '.join(DEMO_BASES)}")
+        if self.relations is None:
+            self.relations = DEMO_BASES[self.base].relations
+        if self.recipe is None:
+            self.recipe = dict(DEMO_BASES[self.base].recipe)
 
 
 def reload_in_fresh_process(checkpoint: Path, image_path: Path, caption: str) -> dict[str, str]:
@@ -89,13 +146,13 @@ def reload_in_fresh_process(checkpoint: Path, image_path: Path, caption: str) ->
 
 
 def summary_markdown(
-    reports: dict[str, dict[str, Any]], reload: dict[str, str], timings: dict[str, float], relations: tuple[str, ...]
+    reports: dict[str, dict[str, Any]], reload: dict[str, str], timings: dict[str, float], config: DemoConfig
 ) -> str:
     lines = [
         "# TheWorld offline demo",
         "",
-        "Tiny stand-in bases (random 2-layer Gemma 3; tiny Cosmos-style VAE trained as an autoencoder), "
-        f"synthetic VSR data with the relations {', '.join(repr(relation) for relation in relations)}.",
+        f"Gemma 3: {DEMO_BASES[config.base].description}; world encoder: a tiny Cosmos-style VAE trained as an "
+        f"autoencoder; synthetic VSR data with the relations {', '.join(repr(name) for name in config.relations)}.",
         "",
         markdown_table(
             ["test set", "examples", "world on", "world ablated", "world gain", "unparsed"],
@@ -118,6 +175,9 @@ def summary_markdown(
         "",
         markdown_table(["stage", "seconds"], [[stage, f"{seconds:.1f}"] for stage, seconds in timings.items()], 1),
         "",
+        "## Per relation",
+        "",
+        markdown_report(reports),
     ]
     return "\n".join(lines)
 
@@ -131,9 +191,9 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         timings[stage] = time.perf_counter() - started
 
     started = time.perf_counter()
-    bases = make_tiny_bases(output_dir / "bases", seed=config.seed)
+    gemma = DEMO_BASES[config.base].build(output_dir, config.seed)
     cosmos = cached_trained_tiny_vae(seed=config.seed, steps=config.vae_steps, progress=config.progress)
-    timed("bases (tiny Gemma 3, trained tiny VAE)", started)
+    timed(f"bases ({config.base} Gemma 3, trained tiny VAE)", started)
 
     started = time.perf_counter()
     data = {
@@ -156,7 +216,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         started = time.perf_counter()
         result = train(
             TrainingConfig(
-                gemma=str(bases.gemma),
+                gemma=str(gemma),
                 world_encoder_path=str(cosmos),
                 data_dir=data_dir,
                 output_dir=run_dir,
@@ -181,6 +241,6 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     reload.update(caption=example.caption, label=str(example.label))
     timed("reload in a fresh process + one answer", started)
 
-    summary = summary_markdown(reports, reload, timings, config.relations)
+    summary = summary_markdown(reports, reload, timings, config)
     (output_dir / "summary.md").write_text(summary)
     return {"reports": reports, "reload": reload, "timings": timings, "summary": summary}
