@@ -178,6 +178,28 @@ def _demo(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(run=run)
 
 
+def text_oracle_config() -> type:
+    from .text_oracle import TextOracleConfig
+
+    return TextOracleConfig
+
+
+@command(
+    "text-oracle",
+    "the frozen language model with LoRA answering synthetic VSR from the scene written as text (no world view)",
+    text_oracle_config,
+)
+def _text_oracle(parser: argparse.ArgumentParser) -> None:
+    def run(args: argparse.Namespace) -> None:
+        from .text_oracle import REPORT_FILE, TextOracleConfig, oracle_markdown, run_text_oracle
+
+        config = TextOracleConfig(**fields_of(TextOracleConfig, args))
+        print(oracle_markdown(run_text_oracle(config)))
+        print(f"wrote {config.output_dir}/{REPORT_FILE}, loss.png, accuracy.png")
+
+    parser.set_defaults(run=run)
+
+
 @command("push", "upload a checkpoint folder with a generated model card to a Hub repository, in one commit")
 def _push(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="a saved checkpoint folder (e.g. OUTPUT/checkpoint)")

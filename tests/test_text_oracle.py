@@ -1,0 +1,63 @@
+"""The text oracle: the scene forms it writes, and a short run on the tiny base that trains only LoRA adapters."""
+
+import json
+
+import pytest
+
+from theworld.cli import main
+from theworld.data import synthesize_vsr
+from theworld.data.synth import SceneObject
+from theworld.text_oracle import REPORT_FILE, TextOracle, TextOracleConfig, scene_text
+
+TOP_LEFT = SceneObject("red", "circle", (2, 2, 16, 16))
+BOTTOM_RIGHT = SceneObject("blue", "square", (40, 40, 54, 54))
+
+
+def test_the_relations_form_states_exactly_the_relations_that_hold():
+    assert scene_text([TOP_LEFT, BOTTOM_RIGHT], "relations") == (
+        "The red circle is left of the blue square. The red circle is above the blue square. "
+        "The red circle is far away from the blue square."
+    )
+    assert scene_text([BOTTOM_RIGHT, TOP_LEFT], "relations") == (
+        "The blue square is right of the red circle. The blue square is below the red circle. "
+        "The blue square is far away from the red circle."
+    )
+
+
+def test_the_coordinates_form_gives_each_centre():
+    assert scene_text([TOP_LEFT, BOTTOM_RIGHT], "coordinates") == (
+        "The red circle is at x=9, y=9. The blue square is at x=47, y=47. (x grows to the right, y grows downwards.)"
+    )
+    assert scene_text([TOP_LEFT, BOTTOM_RIGHT], "none") == ""
+
+
+def test_unknown_forms_and_data_without_objects_are_refused(tmp_path, tiny_bases, capsys):
+    with pytest.raises(ValueError, match="Unknown scene form 'pixels'; choose one of relations, coordinates, none"):
+        TextOracleConfig(gemma=str(tiny_bases.gemma), data_dir=tmp_path, output_dir=tmp_path, scene="pixels")
+    for split in ("train", "dev", "test"):
+        (tmp_path / f"{split}.jsonl").write_text(json.dumps({"caption": "A cat.", "label": 1, "relation": "on"}))
+    arguments = ["--gemma", str(tiny_bases.gemma), "--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "run")]
+    assert main(["text-oracle", *arguments]) == 1
+    assert "has no 'objects' in its rows: the text oracle needs `theworld synth-vsr` data" in capsys.readouterr().err
+
+
+def test_only_the_adapters_train(tmp_path, tiny_bases):
+    oracle = TextOracle(TextOracleConfig(gemma=str(tiny_bases.gemma), data_dir=tmp_path, output_dir=tmp_path))
+    trainable = [name for name, parameter in oracle.model.named_parameters() if parameter.requires_grad]
+    assert trainable and all("lora_" in name for name in trainable)
+
+
+def test_a_short_run_reports_every_relation_with_its_curves(tmp_path, tiny_bases, capsys):
+    data = synthesize_vsr(tmp_path / "data", seed=0, n_train=32, n_dev=8, n_test=48)
+    output_dir = tmp_path / "run"
+    arguments = ["--gemma", str(tiny_bases.gemma), "--data-dir", str(data), "--output-dir", str(output_dir)]
+    assert main(["text-oracle", *arguments, "--steps", "4", "--batch-size", "4", "--eval-every", "2"]) == 0
+    report = json.loads((output_dir / REPORT_FILE).read_text())
+    assert set(report["test"]["per_relation"]) == {
+        "left of", "right of", "above", "below", "close to", "far away from"
+    }  # fmt: skip
+    assert [step for step, _ in report["history"]["dev_accuracy"]] == [0, 2, 4]
+    assert [step for step, _ in report["history"]["loss"]] == [1, 2, 3, 4]
+    assert (output_dir / "loss.png").is_file() and (output_dir / "accuracy.png").is_file()
+    printed = capsys.readouterr().out
+    assert "| far away from |" in printed and "Dev accuracy by step: 0:" in printed
