@@ -13,6 +13,7 @@ import pytest
 import theworld
 from theworld import TheWorld, TheWorldConfig, TheWorldProcessor
 from theworld.cli import COMMANDS, build_parser
+from theworld.text_oracle import TextOracleConfig
 from theworld.training import EvaluationConfig, TrainingConfig
 
 SNAPSHOT = Path(__file__).with_name("public_api.json")
@@ -51,8 +52,11 @@ def test_the_public_api_is_the_snapshot(monkeypatch):
     assert current == json.loads(SNAPSHOT.read_text())
 
 
-@pytest.mark.parametrize(("command", "config"), [("train", TrainingConfig), ("eval", EvaluationConfig)])
-def test_every_option_of_train_and_eval_has_help_text(command, config, monkeypatch):
+@pytest.mark.parametrize(
+    ("command", "config"),
+    [("train", TrainingConfig), ("eval", EvaluationConfig), ("text-oracle", TextOracleConfig)],
+)
+def test_every_option_of_train_eval_and_text_oracle_has_help_text(command, config, monkeypatch):
     monkeypatch.setenv("COLUMNS", "1000")
     _, parser = build_parser(command)
     shown = " ".join(parser.format_help().split())

