@@ -20,10 +20,12 @@ import torch
 from peft import LoraConfig, inject_adapter_in_model
 from transformers import AutoTokenizer, Gemma3ForConditionalGeneration, get_scheduler
 
+from .data import VSRExample, vsr_example_from_row
 from .data.synth import SYNTH_RELATIONS, SceneObject, relation_holds
 from .loading_theworld import LORA_TARGET_MODULES, lora_arguments
 from .markdown import markdown_table
 from .prompt import ANSWERS, QUESTION_TEMPLATE
+from .training.evaluate import EvalResult
 from .training.plots import plot_curves
 
 SCENE_FORMS = ("relations", "coordinates", "none")
@@ -56,9 +58,10 @@ class TextOracleConfig:
 
 @dataclass
 class OracleQuestion:
+    """A VSR example and its prompt, which holds the scene text instead of an image."""
+
     prompt: str
-    label: int
-    relation: str
+    example: VSRExample
 
 
 def scene_text(objects: Sequence[SceneObject], form: str) -> str:
@@ -78,16 +81,17 @@ def scene_text(objects: Sequence[SceneObject], form: str) -> str:
 def load_questions(path: Path, form: str, tokenizer: Any, rng: random.Random) -> list[OracleQuestion]:
     """The questions of one synthetic split, each prompt holding the scene text (objects in a random order)."""
     questions = []
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
         row = json.loads(line)
         if "objects" not in row:
             raise ValueError(f"{path} has no 'objects' in its rows: the text oracle needs `theworld synth-vsr` data")
+        example = vsr_example_from_row(row, path.parent / "images", where=f"{path}:{number}")
         objects = [SceneObject(item["colour"], item["shape"], tuple(item["box"])) for item in row["objects"]]
         rng.shuffle(objects)
-        text = f"Scene: {scene_text(objects, form)} {QUESTION_TEMPLATE.format(caption=row['caption'])}"
+        text = f"Scene: {scene_text(objects, form)} {QUESTION_TEMPLATE.format(caption=example.caption)}"
         messages = [{"role": "user", "content": [{"type": "text", "text": text}]}]
         prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        questions.append(OracleQuestion(prompt, int(row["label"]), row["relation"]))
+        questions.append(OracleQuestion(prompt, example))
     return questions
 
 
@@ -116,21 +120,16 @@ class TextOracle:
         return logits[:, self.answer_ids]
 
     @torch.no_grad()
-    def accuracy(self, questions: Sequence[OracleQuestion], batch_size: int = 32) -> dict[str, Any]:
-        """Accuracy overall and per relation."""
+    def evaluate(self, questions: Sequence[OracleQuestion], batch_size: int = 32) -> EvalResult:
+        """Accuracy overall, per relation and per meta-category (the larger of the two answer logits is the answer)."""
         self.model.eval()
-        hits: dict[str, list[int]] = {}
+        result = EvalResult()
         for start in range(0, len(questions), batch_size):
             batch = questions[start : start + batch_size]
-            predictions = self.answer_logits(batch).argmax(-1).tolist()
-            for question, prediction in zip(batch, predictions, strict=True):
-                hits.setdefault(question.relation, []).append(int(prediction == question.label))
+            for question, prediction in zip(batch, self.answer_logits(batch).argmax(-1).tolist(), strict=True):
+                result.add(question.example, prediction)
         self.model.train()
-        every = [hit for relation_hits in hits.values() for hit in relation_hits]
-        return {
-            "accuracy": sum(every) / len(every),
-            "per_relation": {relation: sum(h) / len(h) for relation, h in sorted(hits.items())},
-        }
+        return result
 
 
 def run_text_oracle(config: TextOracleConfig) -> dict[str, Any]:
@@ -148,7 +147,7 @@ def run_text_oracle(config: TextOracleConfig) -> dict[str, Any]:
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
     warmup_steps = min(20, config.steps // 10)
     scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=warmup_steps, num_training_steps=config.steps)
-    history: dict[str, list] = {"loss": [], "dev_accuracy": [(0, oracle.accuracy(dev)["accuracy"])]}
+    history: dict[str, list] = {"loss": [], "dev_accuracy": [(0, oracle.evaluate(dev).overall.accuracy)]}
     order: list[int] = []
     started = time.perf_counter()
     oracle.model.train()
@@ -156,7 +155,7 @@ def run_text_oracle(config: TextOracleConfig) -> dict[str, Any]:
         if len(order) < config.batch_size:
             order += rng.sample(range(len(splits["train"])), len(splits["train"]))
         batch = [splits["train"][order.pop()] for _ in range(config.batch_size)]
-        labels = torch.tensor([question.label for question in batch])
+        labels = torch.tensor([question.example.label for question in batch])
         loss = torch.nn.functional.cross_entropy(oracle.answer_logits(batch).float(), labels)
         loss.backward()
         optimizer.step()
@@ -164,12 +163,11 @@ def run_text_oracle(config: TextOracleConfig) -> dict[str, Any]:
         optimizer.zero_grad()
         history["loss"].append((step, loss.item()))
         if step % config.eval_every == 0 or step == config.steps:
-            history["dev_accuracy"].append((step, oracle.accuracy(dev)["accuracy"]))
+            history["dev_accuracy"].append((step, oracle.evaluate(dev).overall.accuracy))
     seconds = time.perf_counter() - started
     report = {
         "config": {**vars(config), "data_dir": str(config.data_dir), "output_dir": str(config.output_dir)},
-        "test": oracle.accuracy(splits["test"]),
-        "test_examples": len(splits["test"]),
+        "test": oracle.evaluate(splits["test"]).to_dict(),
         "seconds_per_step": seconds / max(config.steps, 1),
         "history": history,
     }
@@ -181,7 +179,7 @@ def run_text_oracle(config: TextOracleConfig) -> dict[str, Any]:
 def oracle_markdown(report: dict[str, Any]) -> str:
     """The test accuracy per relation and the dev curve of one run."""
     test = report["test"]
-    rows = [[relation, f"{accuracy:.1%}"] for relation, accuracy in test["per_relation"].items()]
+    rows = [[relation, f"{score['accuracy']:.1%}"] for relation, score in test["per_relation"].items()]
     curve = ", ".join(f"{step}: {accuracy:.1%}" for step, accuracy in report["history"]["dev_accuracy"])
     config = report["config"]
     recent = [loss for _, loss in report["history"]["loss"][-20:]]
