@@ -71,7 +71,7 @@ def test_pickled_weights_are_refused_without_unpickling(checkpoint, monkeypatch)
 @pytest.mark.parametrize(
     ("field", "value", "allowed"),
     [
-        ("projector_type", "transformer", r"choose one of linear, mlp"),
+        ("projector_type", "resampler", r"choose one of linear, mlp, transformer"),
         ("world_grid_size", 0, r"grid size from 1 to 64"),
         ("world_image_size", 60, r"positive multiple of 16"),
         ("world_image_size", 0, r"positive multiple of 16"),

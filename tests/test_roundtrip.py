@@ -36,11 +36,11 @@ def trained_world(make_world, seed: int = 7, **config):
     return model, processor
 
 
-def folder_checkpoint(tiny_bases, root: Path) -> Checkpoint:
-    model = TheWorld.from_bases(tiny_bases.gemma, tiny_bases.cosmos, **TINY_WORLD)
+def folder_checkpoint(tiny_bases, root: Path, name: str = "checkpoint", **config) -> Checkpoint:
+    model = TheWorld.from_bases(tiny_bases.gemma, tiny_bases.cosmos, **{**TINY_WORLD, **config})
     perturb_trainable(model, seed=7)
     processor = TheWorldProcessor.from_model_config(model.config)
-    folder = root / "checkpoint"
+    folder = root / name
     return save_checkpoint(str(folder), folder, model, processor, make_image(21, size=(45, 61)))
 
 
@@ -80,7 +80,11 @@ def fresh_loads(tiny_bases, tmp_path_factory) -> dict[str, tuple[Checkpoint, dic
     import of torch and transformers)."""
     root = tmp_path_factory.mktemp("roundtrip")
     cache = root / "hub"
-    checkpoints = {"folder": folder_checkpoint(tiny_bases, root), "hub": hub_checkpoint(tiny_bases, root, cache)}
+    checkpoints = {
+        "folder": folder_checkpoint(tiny_bases, root),
+        "hub": hub_checkpoint(tiny_bases, root, cache),
+        "transformer-projector": folder_checkpoint(tiny_bases, root, "transformer", projector_type="transformer"),
+    }
     # A repository with a checkpoint in a subfolder. Transformers reads remote code from a repository's root only, so
     # the code files sit there too.
     shutil.copytree(root / "checkpoint", root / "repo" / "runs" / "best")
@@ -166,6 +170,12 @@ def test_fresh_process_reproduces_the_logits_from_a_folder(fresh_loads):
         assert torch.equal(reloaded.trainable_state_dict()[name], tensor), name
     logits = reference_logits(reloaded, reloaded_processor, checkpoint.image, checkpoint.text)
     torch.testing.assert_close(logits, checkpoint.logits, rtol=0, atol=0)
+
+
+def test_fresh_process_reproduces_a_transformer_projector(fresh_loads):
+    checkpoint, load = fresh_loads["transformer-projector"]
+    assert any(".encoder.layers.1." in name for name in checkpoint.model.trainable_state_dict())
+    assert_fresh_load_reproduces(checkpoint, load, atol=1e-5)
 
 
 def test_fresh_process_takes_the_loading_arguments_of_any_transformers_model(fresh_loads):

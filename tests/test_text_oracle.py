@@ -24,6 +24,12 @@ def test_the_relations_form_states_exactly_the_relations_that_hold():
     )
 
 
+def test_the_description_form_is_the_describe_stage_sentence_whatever_the_order():
+    expected = "The red one is left of, above and far from the blue one."
+    assert scene_text([BOTTOM_RIGHT, TOP_LEFT], "description") == scene_text([TOP_LEFT, BOTTOM_RIGHT], "description")
+    assert scene_text([BOTTOM_RIGHT, TOP_LEFT], "description") == expected
+
+
 def test_the_coordinates_form_gives_each_centre():
     assert scene_text([TOP_LEFT, BOTTOM_RIGHT], "coordinates") == (
         "The red circle is at x=9, y=9. The blue square is at x=47, y=47. (x grows to the right, y grows downwards.)"
@@ -32,7 +38,7 @@ def test_the_coordinates_form_gives_each_centre():
 
 
 def test_unknown_forms_and_data_without_objects_are_refused(tmp_path, tiny_bases, capsys):
-    with pytest.raises(ValueError, match="Unknown scene form 'pixels'; choose one of relations, coordinates, none"):
+    with pytest.raises(ValueError, match="Unknown scene form 'pixels'; choose one of relations, description, coordinates, none"):
         TextOracleConfig(gemma=str(tiny_bases.gemma), data_dir=tmp_path, output_dir=tmp_path, scene="pixels")
     for split in ("train", "dev", "test"):
         (tmp_path / f"{split}.jsonl").write_text(json.dumps({"caption": "A cat.", "label": 1, "relation": "on"}))

@@ -53,7 +53,11 @@ WORLD_TOKEN = "<world_soft_token>"
 WORLD_END_TOKEN = "<end_of_world>"
 WORLD_TOKENS = (WORLD_START_TOKEN, WORLD_TOKEN, WORLD_END_TOKEN)
 
-PROJECTOR_TYPES = {"linear": "linear", "mlp": "two-layer MLP"}  # type -> what it is
+PROJECTOR_TYPES = {  # type -> what it is
+    "linear": "linear",
+    "mlp": "two-layer MLP",
+    "transformer": "two-layer transformer across the grid",
+}
 MAX_WORLD_TOKENS = 4096
 # Fields of checkpoints saved before world encoders were pluggable (always the Wan 2.1 VAE of Cosmos-Predict2), and
 # the fields that took their place; such checkpoints load unchanged.
@@ -123,7 +127,8 @@ class TheWorldConfig(PreTrainedConfig):
         world_grid_size (`int`, defaults to 16):
             The latent grid is cut into `world_grid_size x world_grid_size` patches, one world token each.
         projector_type (`str`, defaults to `"mlp"`):
-            `"linear"` or `"mlp"` (two layers with a GELU between them).
+            `"linear"`, `"mlp"` (two layers with a GELU between them), each mapping every patch on its own, or
+            `"transformer"` (two pre-norm transformer layers of width 256 across all patches of an image).
         world_start_token_id, world_token_id, world_end_token_id (`int`, *optional*):
             Ids of `<start_of_world>`, `<world_soft_token>` and `<end_of_world>`.
         enable_world (`bool`, defaults to `True`):

@@ -32,7 +32,7 @@ ENABLE_ACTIVATION_CHECKPOINTING = (
 
 
 class TheWorldProjector(nn.Module):
-    """Maps flattened latent patches to Gemma's embedding space: (n, N, token_dim) -> (n, N, hidden)."""
+    """Maps each flattened latent patch on its own to Gemma's embedding space: (n, N, token_dim) -> (n, N, hidden)."""
 
     def __init__(self, config: TheWorldConfig):
         super().__init__()
@@ -46,6 +46,45 @@ class TheWorldProjector(nn.Module):
 
     def forward(self, world_patches: torch.Tensor) -> torch.Tensor:
         return self.layers(world_patches)
+
+
+class TheWorldGridTransformer(nn.Module):
+    """Maps latent patches to Gemma's embedding space through self-attention across the whole grid, so each world
+    token can carry what lies elsewhere in the image (where one object is relative to another, say):
+    (n, N, token_dim) -> (n, N, hidden)."""
+
+    width = 256
+    num_layers = 2
+    num_heads = 4
+
+    def __init__(self, config: TheWorldConfig):
+        super().__init__()
+        self.patch_embedding = nn.Linear(config.world_token_dim, self.width)
+        # Where each patch lies in the grid: self-attention alone does not know.
+        self.grid_position_embeddings = nn.Parameter(torch.zeros(config.num_world_tokens, self.width))
+        layer = nn.TransformerEncoderLayer(
+            self.width,
+            self.num_heads,
+            4 * self.width,
+            dropout=0.0,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.encoder = nn.TransformerEncoder(layer, self.num_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(self.width)
+        self.output = nn.Linear(self.width, config.get_text_config().hidden_size)
+
+    def forward(self, world_patches: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.patch_embedding(world_patches) + self.grid_position_embeddings  # (n, N, width)
+        return self.output(self.norm(self.encoder(hidden_states)))
+
+
+PROJECTOR_CLASSES: dict[str, type[nn.Module]] = {
+    "linear": TheWorldProjector,
+    "mlp": TheWorldProjector,
+    "transformer": TheWorldGridTransformer,
+}
 
 
 class TheWorld(TheWorldPreTrainedModel, GenerationMixin):
@@ -70,7 +109,7 @@ class TheWorld(TheWorldPreTrainedModel, GenerationMixin):
             encoder_class = world_encoder_class(config.world_encoder_type, config.world_encoder_plugin)
             world_encoder = encoder_class.from_config(config.world_encoder_config)
         self.world_encoder = world_encoder
-        self.world_projector = TheWorldProjector(config)
+        self.world_projector = PROJECTOR_CLASSES[config.projector_type](config)
         hidden_size = config.get_text_config().hidden_size
         # Where each world token's latent patch lies in the image, so attention that finds an object by content also
         # reads its position (RoPE only relates positions inside attention scores, not in what is read).
@@ -85,11 +124,19 @@ class TheWorld(TheWorldPreTrainedModel, GenerationMixin):
     def _init_weights(self, module: nn.Module) -> None:
         # The bases come with their own weights: only TheWorld's own parts are initialised here.
         std = self.config.get_text_config().initializer_range
-        if isinstance(module, TheWorldProjector):
-            for layer in module.layers:
-                if isinstance(layer, nn.Linear):
-                    layer.weight.normal_(mean=0.0, std=std)
-                    layer.bias.zero_()
+        if module is self.world_projector:
+            for part in module.modules():
+                if isinstance(part, nn.Linear):
+                    part.weight.normal_(mean=0.0, std=std)
+                    part.bias.zero_()
+                elif isinstance(part, nn.LayerNorm):
+                    part.weight.fill_(1.0)
+                    part.bias.zero_()
+                elif isinstance(part, nn.MultiheadAttention):
+                    part.in_proj_weight.normal_(mean=0.0, std=std)
+                    part.in_proj_bias.zero_()
+            if isinstance(module, TheWorldGridTransformer):
+                module.grid_position_embeddings.normal_(mean=0.0, std=std)
         elif isinstance(module, TheWorld):
             module.world_boundary_embeddings.normal_(mean=0.0, std=std)
             module.world_position_embeddings.normal_(mean=0.0, std=std)
@@ -151,7 +198,7 @@ class TheWorld(TheWorldPreTrainedModel, GenerationMixin):
         # (n, c, f, g, p, g, p) -> (n, g, g, c, f, p, p) -> (n, g*g, c*f*p*p): one flattened patch per world token.
         patches = world_latents.reshape(num_images, channels, frames, grid, patch, grid, patch)
         patches = patches.permute(0, 3, 5, 1, 2, 4, 6).reshape(num_images, grid * grid, self.config.world_token_dim)
-        projector_dtype = self.world_projector.layers[0].weight.dtype
+        projector_dtype = next(self.world_projector.parameters()).dtype
         return self.world_projector(patches.to(projector_dtype)) + self.world_position_embeddings
 
     def embed_inputs(

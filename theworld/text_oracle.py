@@ -1,9 +1,10 @@
 """The text oracle: Gemma 3's frozen language model, with LoRA adapters, answering the synthetic VSR questions from a
 perfect description of the scene written as text, instead of from the world view.
 
-It measures what the language model learns once the scene reaches it in a form it already reads, in three forms:
-`relations` states every synthetic relation that holds between the two objects, `coordinates` gives each object's
-centre in pixels, `none` gives nothing (the caption-only prior). A world path can at best hand the language model
+It measures what the language model learns once the scene reaches it in a form it already reads, in four forms:
+`relations` states every synthetic relation that holds between the two objects, `description` is the sentence the
+describe stage teaches the world projector to write (`describe_scene`), `coordinates` gives each object's centre in
+pixels, `none` gives nothing (the caption-only prior). A world path can at best hand the language model
 what one of these forms holds, so each is a ceiling for the recipes that put that much into the world tokens.
 """
 
@@ -21,14 +22,14 @@ from peft import LoraConfig, inject_adapter_in_model
 from transformers import AutoTokenizer, Gemma3ForConditionalGeneration, get_scheduler
 
 from .data import VSRExample, vsr_example_from_row
-from .data.synth import SYNTH_RELATIONS, SceneObject, relation_holds
+from .data.synth import SYNTH_RELATIONS, SceneObject, describe_scene, relation_holds
 from .loading_theworld import LORA_TARGET_MODULES, lora_arguments
 from .markdown import markdown_table
 from .prompt import ANSWERS, QUESTION_TEMPLATE
 from .training.evaluate import EvalResult
 from .training.plots import plot_curves
 
-SCENE_FORMS = ("relations", "coordinates", "none")
+SCENE_FORMS = ("relations", "description", "coordinates", "none")
 REPORT_FILE = "text-oracle.json"
 
 
@@ -70,6 +71,8 @@ def scene_text(objects: Sequence[SceneObject], form: str) -> str:
         first, second = objects
         holding = [relation for relation in SYNTH_RELATIONS if relation_holds(relation, first, second)]
         return " ".join(f"The {first.name} is {relation} the {second.name}." for relation in holding)
+    if form == "description":
+        return describe_scene(objects)
     if form == "coordinates":
         return " ".join(
             f"The {item.name} is at x={(item.box[0] + item.box[2]) // 2}, y={(item.box[1] + item.box[3]) // 2}."

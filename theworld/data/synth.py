@@ -24,6 +24,7 @@ __all__ = [
     "SYNTH_RELATIONS",
     "ZERO_SHOT_CONCEPTS",
     "SceneObject",
+    "describe_scene",
     "random_scene",
     "relation_holds",
     "render_scene",
@@ -140,6 +141,21 @@ def relation_holds(relation: str, subj: SceneObject, obj: SceneObject, image_siz
     if relation == "far away from":
         return _gap(s, o) >= geometry.far
     raise ValueError(f"unsupported synthetic relation {relation!r}; expected one of {SYNTH_RELATIONS}")
+
+
+def describe_scene(objects: Sequence[SceneObject], image_size: int = 64) -> str:
+    """One sentence about a two-object scene that decides every caption the data set can ask about it.
+
+    The two objects differ in colour, so it names them by colour alone: first the one whose centre lies further left,
+    then whether its centre is above or below the other's, and whether the gap between them is nearer the close to or
+    the far away from threshold, e.g. "The red one is left of, above and far from the blue one." Each slot is one
+    word, so the sentence's length is fixed.
+    """
+    first, second = sorted(objects, key=lambda item: (item.box[0] + item.box[2], item.box[1] + item.box[3]))
+    geometry = _Geometry.for_size(image_size)
+    vertical = "above" if first.box[1] + first.box[3] < second.box[1] + second.box[3] else "below"
+    distance = "close to" if _gap(first.box, second.box) < (geometry.near + geometry.far) / 2 else "far from"
+    return f"The {first.colour} one is left of, {vertical} and {distance} the {second.colour} one."
 
 
 def _random_box(rng: random.Random, geometry: _Geometry, image_size: int) -> tuple[int, int, int, int]:

@@ -42,6 +42,7 @@ TRAINING_SETTINGS = (
     "use_latent_cache",
 )
 LORA_SETTINGS = ("lora_rank", "lora_alpha", "lora_target_modules")
+DESCRIBE_SETTINGS = ("describe_steps", "describe_learning_rate")
 EXAMPLE_CAPTION = "The cat is to the left of the dog."
 MAX_NEW_TOKENS = 8
 
@@ -220,6 +221,7 @@ def training_table(training: dict[str, Any] | None, history: dict[str, list] | N
     if training is None:
         return ""
     names = TRAINING_SETTINGS + (LORA_SETTINGS if training.get("lora_rank") else ())
+    names += DESCRIBE_SETTINGS if training.get("describe_steps") else ()
     rows = [[name, training[name]] for name in names if training.get(name) is not None]
     losses = (history or {}).get("loss") or []
     if losses:

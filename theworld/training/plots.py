@@ -9,9 +9,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def plot_curves(history: dict[str, list], output_dir: Path) -> list[Path]:
-    """Writes `loss.png` (training loss per step) and, if evaluated, `accuracy.png` (dev accuracy per step)."""
+    """Writes `loss.png` (training loss per step), if evaluated `accuracy.png` (dev accuracy per step), and after a
+    describe stage `describe.png` (its loss per step)."""
     written = []
-    curves = [("loss.png", "loss", "training loss"), ("accuracy.png", "dev_accuracy", "dev accuracy")]
+    curves = [
+        ("loss.png", "loss", "training loss"),
+        ("accuracy.png", "dev_accuracy", "dev accuracy"),
+        ("describe.png", "describe_loss", "describe-stage loss"),
+    ]
     for file_name, key, label in curves:
         points = history.get(key) or []
         if not points:

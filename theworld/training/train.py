@@ -24,6 +24,7 @@ from ..modeling_theworld import TheWorld
 from ..processing_theworld import TheWorldProcessor
 from .checkpoint import prune_step_checkpoints, read_training_state, save_checkpoint
 from .collation import VSRCollator, VSRTrainingDataset
+from .describe import describe_world, described_scenes
 from .evaluate import evaluate_vsr
 from .latent_cache import WorldLatentCache
 from .plots import plot_curves
@@ -80,6 +81,14 @@ class TrainingConfig:
     train_multi_modal_projector: bool = field(
         default=False, metadata={"help": "train Gemma's own image projector too"}
     )
+    describe_steps: int = field(
+        default=0,
+        metadata={
+            "help": "steps of a describe stage before the VSR task: the world projector learns to write a sentence "
+            "about each training scene into the world tokens (synthetic data only; 0: none)"
+        },
+    )
+    describe_learning_rate: float = field(default=2e-3, metadata={"help": "peak learning rate of the describe stage"})
     epochs: int = field(default=3, metadata={"help": "passes over the training split"})
     max_steps: int | None = field(default=None, metadata={"help": "optimizer steps; overrides --epochs"})
     batch_size: int = field(default=8, metadata={"help": "examples per device per forward pass"})
@@ -193,6 +202,20 @@ def train(config: TrainingConfig) -> TrainingResult:
                 progress=config.progress and accelerator.is_main_process,
             )
 
+    step, history = 0, {"loss": [], "dev_accuracy": []}
+    if config.describe_steps and resume_from is None:
+        dev_scenes = described_scenes(config.data_dir / "dev.jsonl", config.images_dir) if dev_examples else []
+        history |= describe_world(
+            model,
+            processor,
+            described_scenes(config.data_dir / "train.jsonl", config.images_dir),
+            dev_scenes[: config.eval_examples],
+            config.describe_steps,
+            config.describe_learning_rate,
+            latent_cache,
+            progress=config.progress and accelerator.is_main_process,
+        )
+
     dataset = VSRTrainingDataset(train_examples, processor, latent_cache)
     loader = DataLoader(
         dataset,
@@ -207,7 +230,6 @@ def train(config: TrainingConfig) -> TrainingResult:
     total_steps = config.max_steps or config.epochs * steps_per_epoch
     scheduler = get_scheduler(config.lr_scheduler, optimizer, config.warmup_steps, total_steps)
 
-    step, history = 0, {"loss": [], "dev_accuracy": []}
     if resume_from:
         step, history = read_training_state(resume_from / TRAINING_STATE_DIR, optimizer, scheduler)
     unwrapped = accelerator.unwrap_model(model)
