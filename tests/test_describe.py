@@ -17,41 +17,28 @@ def vsr_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return synthesize_vsr(tmp_path_factory.mktemp("vsr"), seed=0, n_train=48, n_dev=8, n_test=8)
 
 
-def test_scene_sentence_names_the_left_object_first():
+def test_scene_sentences_state_each_relation_both_ways_round():
     circle = SceneObject("red", "circle", (40, 4, 54, 18))
     square = SceneObject("blue", "square", (4, 30, 20, 46))
-    expected = "The blue one is left of, below and far from the red one."
+    expected = (
+        "The blue square is left of the red circle. The red circle is right of the blue square. "
+        "The blue square is below the red circle. The red circle is above the blue square. "
+        "The blue square is far away from the red circle. The red circle is far away from the blue square."
+    )
     assert describe_scene([circle, square]) == describe_scene([square, circle]) == expected
     near = SceneObject("green", "diamond", (24, 34, 40, 50))
-    assert describe_scene([square, near]) == "The blue one is left of, above and close to the green one."
+    assert describe_scene([square, near]).endswith(
+        "The blue square is above the green diamond. The green diamond is below the blue square. "
+        "The blue square is close to the green diamond. The green diamond is close to the blue square."
+    )
 
 
-def judge_caption(sentence: str, caption: str) -> bool:
-    """Whether the caption is true of a scene described by `describe_scene`'s sentence."""
-    first, rest = sentence.removeprefix("The ").split(" one is left of, ")
-    vertical, rest = rest.split(" and ", 1)
-    distance, second = rest.removesuffix(" one.").rsplit(" the ", 1)
-    subject, relation_and_object = caption.removeprefix("The ").split(" is ", 1)
-    relation, object_ = relation_and_object.removesuffix(".").rsplit(" the ", 1)
-    assert {subject.split()[0], object_.split()[0]} == {first, second}
-    subject_is_first = subject.split()[0] == first
-    held = {
-        "left of": subject_is_first,
-        "right of": not subject_is_first,
-        "above": (vertical == "above") == subject_is_first,
-        "below": (vertical == "below") == subject_is_first,
-        "close to": distance == "close to",
-        "far away from": distance == "far from",
-    }
-    return held[relation]
-
-
-def test_every_synthetic_caption_is_decided_by_its_scene_sentence(tmp_path):
+def test_every_true_synthetic_caption_is_one_of_its_scene_sentences_and_no_false_one_is(tmp_path):
     data = synthesize_vsr(tmp_path, seed=3, n_train=240, n_dev=2, n_test=2)
     rows = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]
     for row in rows:
         objects = [SceneObject(item["colour"], item["shape"], tuple(item["box"])) for item in row["objects"]]
-        assert judge_caption(describe_scene(objects), row["caption"]) == bool(row["label"]), row
+        assert (row["caption"] in describe_scene(objects)) == bool(row["label"]), row
 
 
 def test_transformer_projector_lets_each_world_token_see_the_whole_grid(make_world):
@@ -70,8 +57,8 @@ def test_transformer_projector_lets_each_world_token_see_the_whole_grid(make_wor
 
 def describe_config(tiny_bases, data_dir: Path, output_dir: Path, **overrides) -> TrainingConfig:
     settings = {
-        "world_image_size": 64,
-        "world_grid_size": 8,
+        "world_image_size": 128,
+        "world_grid_size": 16,  # 256 world tokens: the tiny tokenizer cuts the sentences into up to 70 tokens
         "projector_type": "transformer",
         "batch_size": 4,
         "max_steps": 1,
@@ -96,7 +83,7 @@ def test_describe_stage_teaches_the_projector_to_write_the_sentences(tiny_bases,
     assert len(losses) == 150 and sum(losses[-10:]) < 0.5 * sum(losses[:10])
     tokens = history["describe_dev_token_accuracy"]
     assert tokens[0][0] == 0 and tokens[-1][0] == 150
-    # Most of a sentence is the same words in the same places: learned, they lift the dev token accuracy.
+    # Many of the sentences' tokens are the same words in the same places: learned, they lift the dev token accuracy.
     assert tokens[-1][1] > tokens[0][1] + 0.3
     assert len(history["describe_dev_sentence_accuracy"]) == len(tokens)
     assert (tmp_path / "run" / "describe.png").exists()

@@ -38,7 +38,9 @@ def test_the_coordinates_form_gives_each_centre():
 
 
 def test_unknown_forms_and_data_without_objects_are_refused(tmp_path, tiny_bases, capsys):
-    with pytest.raises(ValueError, match="Unknown scene form 'pixels'; choose one of relations, description, coordinates, none"):
+    with pytest.raises(
+        ValueError, match="Unknown scene form 'pixels'; choose one of relations, description, coordinates, none"
+    ):
         TextOracleConfig(gemma=str(tiny_bases.gemma), data_dir=tmp_path, output_dir=tmp_path, scene="pixels")
     for split in ("train", "dev", "test"):
         (tmp_path / f"{split}.jsonl").write_text(json.dumps({"caption": "A cat.", "label": 1, "relation": "on"}))

@@ -46,22 +46,24 @@ DEMO_RECIPE: dict[str, Any] = {
 # random 2-layer stand-in language model does not learn within the demo's budget (see the README).
 DEMO_RELATIONS: tuple[str, ...] = ("close to", "far away from")
 
-# The recipe for the small real base: the pretrained language model stays frozen. A 4 x 4 grid of world tokens goes
-# through a transformer across the grid; a describe stage first teaches it to write a sentence about each training
-# scene into the world tokens, then LoRA adapters on the attention learn the task. See the README for what it reaches.
+# The recipe for the small real base: the pretrained language model stays frozen. An 8 x 8 grid of world tokens goes
+# through a transformer across the grid; a describe stage first teaches it to write each training scene's relations
+# into the world tokens as sentences, then, with it fixed, LoRA adapters on the attention learn the task. See the
+# README for what it reaches.
 SMALL_REAL_RECIPE: dict[str, Any] = {
     "world_image_size": 64,
-    "world_grid_size": 4,
+    "world_grid_size": 8,
     "projector_type": "transformer",
-    "describe_steps": 3000,
+    "describe_steps": 1500,
     "describe_learning_rate": 1e-3,
+    "freeze_world_projector": True,
     "lora_rank": 16,
     "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
     "learning_rate": 3e-4,
     "batch_size": 8,
-    "max_steps": 200,
-    "warmup_steps": 20,
-    "save_every": 100,
+    "max_steps": 150,
+    "warmup_steps": 15,
+    "save_every": 50,
     "eval_every": 50,
     "eval_examples": 96,
 }

@@ -144,18 +144,23 @@ def relation_holds(relation: str, subj: SceneObject, obj: SceneObject, image_siz
 
 
 def describe_scene(objects: Sequence[SceneObject], image_size: int = 64) -> str:
-    """One sentence about a two-object scene that decides every caption the data set can ask about it.
+    """Sentences about a two-object scene that state, in the captions' own words, the answer to every caption the data
+    set can ask about it: each true caption is one of them, and no false one is.
 
-    The two objects differ in colour, so it names them by colour alone: first the one whose centre lies further left,
-    then whether its centre is above or below the other's, and whether the gap between them is nearer the close to or
-    the far away from threshold, e.g. "The red one is left of, above and far from the blue one." Each slot is one
-    word, so the sentence's length is fixed.
+    Each relation is stated both ways round, horizontal first, e.g. "The red circle is left of the blue square. The
+    blue square is right of the red circle. The red circle is above the blue square. ..." Left and right, above and
+    below compare the centres; close to and far away from split at the middle of their two thresholds.
     """
     first, second = sorted(objects, key=lambda item: (item.box[0] + item.box[2], item.box[1] + item.box[3]))
     geometry = _Geometry.for_size(image_size)
     vertical = "above" if first.box[1] + first.box[3] < second.box[1] + second.box[3] else "below"
-    distance = "close to" if _gap(first.box, second.box) < (geometry.near + geometry.far) / 2 else "far from"
-    return f"The {first.colour} one is left of, {vertical} and {distance} the {second.colour} one."
+    distance = "close to" if _gap(first.box, second.box) < (geometry.near + geometry.far) / 2 else "far away from"
+    converse = {**OPPOSITE, "close to": "close to", "far away from": "far away from"}  # the other way round
+    statements = []
+    for relation in ("left of", vertical, distance):
+        statements.append(f"The {first.name} is {relation} the {second.name}.")
+        statements.append(f"The {second.name} is {converse[relation]} the {first.name}.")
+    return " ".join(statements)
 
 
 def _random_box(rng: random.Random, geometry: _Geometry, image_size: int) -> tuple[int, int, int, int]:

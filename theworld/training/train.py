@@ -89,6 +89,13 @@ class TrainingConfig:
         },
     )
     describe_learning_rate: float = field(default=2e-3, metadata={"help": "peak learning rate of the describe stage"})
+    freeze_world_projector: bool = field(
+        default=False,
+        metadata={
+            "help": "keep the world projector and world position embeddings as they are in the VSR task (e.g. as the "
+            "describe stage left them); LoRA adapters and unfrozen Gemma parts still train"
+        },
+    )
     epochs: int = field(default=3, metadata={"help": "passes over the training split"})
     max_steps: int | None = field(default=None, metadata={"help": "optimizer steps; overrides --epochs"})
     batch_size: int = field(default=8, metadata={"help": "examples per device per forward pass"})
@@ -215,6 +222,10 @@ def train(config: TrainingConfig) -> TrainingResult:
             latent_cache,
             progress=config.progress and accelerator.is_main_process,
         )
+
+    if config.freeze_world_projector:  # still saved: the checkpoint holds what the configuration trains
+        model.world_projector.requires_grad_(False)
+        model.world_position_embeddings.requires_grad_(False)
 
     dataset = VSRTrainingDataset(train_examples, processor, latent_cache)
     loader = DataLoader(
