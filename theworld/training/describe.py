@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from torch.nn import functional
 from tqdm.auto import tqdm
+from transformers import get_scheduler
 
 from ..data import SceneObject, describe_scene, load_image
 from ..modeling_theworld import TheWorld
@@ -132,7 +133,7 @@ def describe_world(
 
     parameters = [*model.world_projector.parameters(), model.world_position_embeddings]
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=steps, pct_start=0.05)
+    scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=steps // 20, num_training_steps=steps)
     history: dict[str, list] = {
         "describe_loss": [],
         "describe_dev_token_accuracy": [],
