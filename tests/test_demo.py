@@ -78,10 +78,9 @@ def test_demo_reloads_in_a_process_without_theworld(demo):
 
 def test_each_demo_base_brings_its_recipe_and_relations(tmp_path):
     tiny = DemoConfig(output_dir=tmp_path)
-    assert tiny.recipe == DEMO_RECIPE and tiny.relations == DEMO_RELATIONS and tiny.n_train == 10000
+    assert tiny.recipe == DEMO_RECIPE and tiny.relations == DEMO_RELATIONS
     small_real = DemoConfig(output_dir=tmp_path, base="small-real")
     assert small_real.recipe == SMALL_REAL_RECIPE and small_real.relations == SYNTH_RELATIONS
-    assert small_real.n_train == 30000 and DemoConfig(output_dir=tmp_path, n_train=64).n_train == 64
     # On the pretrained base its own weights stay frozen: only the projector, world embeddings and LoRA train.
     assert not small_real.recipe.get("train_language_model") and small_real.recipe["lora_rank"] > 0
     assert DemoConfig(output_dir=tmp_path, base="small-real", relations=("above",)).relations == ("above",)

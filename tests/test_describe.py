@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from theworld.data import SceneObject, describe_scene, synthesize_vsr
 from theworld.training import TrainingConfig, train
+from theworld.training.describe import describe_world, described_scenes
 
 
 @pytest.fixture(scope="module")
@@ -55,40 +57,53 @@ def test_transformer_projector_lets_each_world_token_see_the_whole_grid(make_wor
     assert changed["transformer"] == [True, True, True, True]
 
 
+DESCRIBE_WORLD = {
+    "world_image_size": 128,
+    "world_grid_size": 16,  # 256 world tokens: the tiny tokenizer cuts the sentences into up to 70 tokens
+    "projector_type": "transformer",
+}
+
+
+def test_describe_stage_teaches_the_projector_to_write_the_sentences(make_world, vsr_dir):
+    model, processor = make_world(**DESCRIBE_WORLD)
+    train_scenes = described_scenes(vsr_dir / "train.jsonl", vsr_dir / "images")
+    dev_scenes = described_scenes(vsr_dir / "dev.jsonl", vsr_dir / "images")
+    history = describe_world(model, processor, train_scenes, dev_scenes, 120, 2e-3, batch_size=8, progress=False)
+    losses = [loss for _, loss in history["describe_loss"]]
+    assert len(losses) == 120 and sum(losses[-10:]) < 0.5 * sum(losses[:10])
+    tokens = history["describe_dev_token_accuracy"]
+    assert [step for step, _ in tokens] == [0, 100, 120]
+    # Many of the sentences' tokens are the same words in the same places: learned, they lift the dev token accuracy.
+    assert tokens[-1][1] > tokens[0][1] + 0.3
+    assert len(history["describe_dev_sentence_accuracy"]) == len(tokens)
+
+
 def describe_config(tiny_bases, data_dir: Path, output_dir: Path, **overrides) -> TrainingConfig:
-    settings = {
-        "world_image_size": 128,
-        "world_grid_size": 16,  # 256 world tokens: the tiny tokenizer cuts the sentences into up to 70 tokens
-        "projector_type": "transformer",
-        "batch_size": 4,
-        "max_steps": 1,
-        "eval_every": 1,
-        "describe_steps": 150,
-        "progress": False,
-        **overrides,
-    }
+    settings = {**DESCRIBE_WORLD, "batch_size": 4, "max_steps": 1, "describe_steps": 2, "progress": False, **overrides}
     return TrainingConfig(
         gemma=str(tiny_bases.gemma),
         world_encoder_path=str(tiny_bases.cosmos),
         data_dir=data_dir,
-        **settings,
         output_dir=output_dir,
+        **settings,
     )
 
 
-def test_describe_stage_teaches_the_projector_to_write_the_sentences(tiny_bases, vsr_dir, tmp_path):
-    result = train(describe_config(tiny_bases, vsr_dir, tmp_path / "run"))
-    history = result.history
-    losses = [loss for _, loss in history["describe_loss"]]
-    assert len(losses) == 150 and sum(losses[-10:]) < 0.5 * sum(losses[:10])
-    tokens = history["describe_dev_token_accuracy"]
-    assert tokens[0][0] == 0 and tokens[-1][0] == 150
-    # Many of the sentences' tokens are the same words in the same places: learned, they lift the dev token accuracy.
-    assert tokens[-1][1] > tokens[0][1] + 0.3
-    assert len(history["describe_dev_sentence_accuracy"]) == len(tokens)
-    assert (tmp_path / "run" / "describe.png").exists()
-    assert json.loads((tmp_path / "run" / "training_config.json").read_text())["describe_steps"] == 150
-    assert history["loss"] and history["dev_accuracy"]  # then the VSR task ran
+def test_training_runs_the_describe_stage_first_and_can_keep_the_projector_fixed_after(tiny_bases, vsr_dir, tmp_path):
+    runs = {
+        steps: train(
+            describe_config(tiny_bases, vsr_dir, tmp_path / f"{steps}", freeze_world_projector=True, max_steps=steps)
+        )
+        for steps in (1, 3)
+    }
+    assert [step for step, _ in runs[1].history["describe_loss"]] == [1, 2]
+    assert (tmp_path / "1" / "describe.png").exists()
+    assert json.loads((tmp_path / "1" / "training_config.json").read_text())["describe_steps"] == 2
+    # Same seed, same describe stage; then the VSR steps leave the projector as it was and train the rest.
+    one, three = (load_file(run.checkpoint / "model.safetensors") for run in runs.values())
+    fixed = [name for name in one if name.startswith(("world_projector.", "world_position_embeddings"))]
+    assert fixed and all(torch.equal(one[name], three[name]) for name in fixed)
+    assert not torch.equal(one["world_boundary_embeddings"], three["world_boundary_embeddings"])
 
 
 def test_describe_stage_refuses_data_without_objects_and_a_grid_too_small(tiny_bases, vsr_dir, tmp_path):

@@ -42,7 +42,7 @@ TRAINING_SETTINGS = (
     "use_latent_cache",
 )
 LORA_SETTINGS = ("lora_rank", "lora_alpha", "lora_target_modules")
-DESCRIBE_SETTINGS = ("describe_steps", "describe_learning_rate")
+DESCRIBE_SETTINGS = ("describe_steps", "describe_learning_rate", "freeze_world_projector")
 EXAMPLE_CAPTION = "The cat is to the left of the dog."
 MAX_NEW_TOKENS = 8
 

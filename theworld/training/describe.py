@@ -23,7 +23,7 @@ from ..modeling_theworld import TheWorld
 from ..processing_theworld import TheWorldProcessor
 from .latent_cache import WorldLatentCache
 
-DESCRIBE_BATCH_SIZE = 64  # scenes per step; the stage runs only the world projector, so steps are cheap
+DESCRIBE_BATCH_SIZE = 64  # scenes per step (and per encoding batch); the stage never runs the language model
 DESCRIBE_EVAL_EVERY = 100  # steps between dev evaluations of the sentences written
 
 
@@ -118,6 +118,7 @@ def describe_world(
     steps: int,
     learning_rate: float,
     latent_cache: WorldLatentCache | None = None,
+    batch_size: int = DESCRIBE_BATCH_SIZE,
     progress: bool = True,
 ) -> dict[str, list]:
     """Trains the world projector and position embeddings to write each scene's sentence; returns the stage's history:
@@ -150,7 +151,7 @@ def describe_world(
 
     evaluate(0)
     for step in tqdm(range(1, steps + 1), desc="describe stage", disable=not progress):
-        rows = train_rows[torch.randint(len(train_rows), (DESCRIBE_BATCH_SIZE,))]
+        rows = train_rows[torch.randint(len(train_rows), (batch_size,))]
         loss = targets.loss(model.project_world(latents[rows].to(model.device)), rows)
         optimizer.zero_grad()
         loss.backward()
