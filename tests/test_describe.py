@@ -70,7 +70,7 @@ def test_describe_stage_teaches_the_projector_to_write_the_sentences(make_world,
     dev_scenes = described_scenes(vsr_dir / "dev.jsonl", vsr_dir / "images")
     history = describe_world(model, processor, train_scenes, dev_scenes, 120, 2e-3, batch_size=8, progress=False)
     losses = [loss for _, loss in history["describe_loss"]]
-    assert len(losses) == 120 and sum(losses[-10:]) < 0.5 * sum(losses[:10])
+    assert len(losses) == 120 and sum(losses[-10:]) < 0.75 * sum(losses[:10])
     tokens = history["describe_dev_token_accuracy"]
     assert [step for step, _ in tokens] == [0, 100, 120]
     # Many of the sentences' tokens are the same words in the same places: learned, they lift the dev token accuracy.
