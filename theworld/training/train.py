@@ -84,8 +84,8 @@ class TrainingConfig:
     describe_steps: int = field(
         default=0,
         metadata={
-            "help": "steps of a describe stage before the VSR task: the world projector learns to write a sentence "
-            "about each training scene into the world tokens (synthetic data only; 0: none)"
+            "help": "steps of a describe stage before the VSR task: the world projector learns to write sentences "
+            "stating each training scene's relations into the world tokens (synthetic data only; 0: none)"
         },
     )
     describe_learning_rate: float = field(default=2e-3, metadata={"help": "peak learning rate of the describe stage"})
