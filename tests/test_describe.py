@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from theworld.data import SceneObject, describe_scene, synthesize_vsr
 from theworld.training import TrainingConfig, train
-from theworld.training.describe import describe_world, described_scenes
+from theworld.training.describe import SentenceTargets, describe_world, described_scenes, sentence_token_ids
 
 
 @pytest.fixture(scope="module")
@@ -19,28 +19,45 @@ def vsr_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return synthesize_vsr(tmp_path_factory.mktemp("vsr"), seed=0, n_train=48, n_dev=8, n_test=8)
 
 
-def test_scene_sentences_state_each_relation_both_ways_round():
+def test_scene_sentences_name_the_object_further_left_first():
     circle = SceneObject("red", "circle", (40, 4, 54, 18))
     square = SceneObject("blue", "square", (4, 30, 20, 46))
     expected = (
-        "The blue square is left of the red circle. The red circle is right of the blue square. "
-        "The blue square is below the red circle. The red circle is above the blue square. "
-        "The blue square is far away from the red circle. The red circle is far away from the blue square."
+        "The blue square is left of the red circle. The blue square is below the red circle. "
+        "The blue square is far away from the red circle."
     )
     assert describe_scene([circle, square]) == describe_scene([square, circle]) == expected
     near = SceneObject("green", "diamond", (24, 34, 40, 50))
-    assert describe_scene([square, near]).endswith(
-        "The blue square is above the green diamond. The green diamond is below the blue square. "
-        "The blue square is close to the green diamond. The green diamond is close to the blue square."
+    assert describe_scene([near, square]) == (
+        "The blue square is left of the green diamond. The blue square is above the green diamond. "
+        "The blue square is close to the green diamond."
     )
 
 
-def test_every_true_synthetic_caption_is_one_of_its_scene_sentences_and_no_false_one_is(tmp_path):
+# A caption's relation the other way round: "The A is left of the B." says what "The B is right of the A." says.
+CONVERSE = {
+    "left of": "right of",
+    "right of": "left of",
+    "above": "below",
+    "below": "above",
+    "close to": "close to",
+    "far away from": "far away from",
+}
+
+
+def test_scene_sentences_settle_every_synthetic_caption(tmp_path):
     data = synthesize_vsr(tmp_path, seed=3, n_train=240, n_dev=2, n_test=2)
     rows = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]
     for row in rows:
-        objects = [SceneObject(item["colour"], item["shape"], tuple(item["box"])) for item in row["objects"]]
-        assert (row["caption"] in describe_scene(objects)) == bool(row["label"]), row
+        subject, target = objects = [
+            SceneObject(item["colour"], item["shape"], tuple(item["box"])) for item in row["objects"]
+        ]
+        sentences = describe_scene(objects)
+        stated = (
+            f"The {subject.name} is {row['relation']} the {target.name}." in sentences
+            or f"The {target.name} is {CONVERSE[row['relation']]} the {subject.name}." in sentences
+        )
+        assert stated == bool(row["label"]), row
 
 
 def test_transformer_projector_lets_each_world_token_see_the_whole_grid(make_world):
@@ -76,6 +93,24 @@ def test_describe_stage_teaches_the_projector_to_write_the_sentences(make_world,
     # Many of the sentences' tokens are the same words in the same places: learned, they lift the dev token accuracy.
     assert tokens[-1][1] > tokens[0][1] + 0.3
     assert len(history["describe_dev_sentence_accuracy"]) == len(tokens)
+
+
+def test_sentence_targets_score_the_words_and_pull_the_spare_world_tokens_to_zero(make_world):
+    model, processor = make_world(**DESCRIBE_WORLD)
+    sentences = ["The red circle is left of the blue square.", "The blue square is above the red circle."]
+    token_ids = sentence_token_ids(processor.tokenizer, sentences, model.config.num_world_tokens)
+    words = token_ids != -100
+    assert words.any(-1).all() and not words.all(-1).any()  # each sentence leaves spare world tokens
+    targets = SentenceTargets(model, token_ids)
+    rows = torch.arange(len(sentences))
+    with torch.no_grad():
+        exact = model.get_input_embeddings()(token_ids.clamp(min=0)) * words.unsqueeze(-1)  # zero where no word
+        spare_noise = exact + torch.randn_like(exact) * ~words.unsqueeze(-1)
+        word_noise = exact + torch.randn_like(exact) * 50 * words.unsqueeze(-1)
+        exact_loss, noisy_loss = (targets.loss(tokens, rows).item() for tokens in (exact, spare_noise))
+    assert targets.accuracy(exact, rows) == targets.accuracy(spare_noise, rows) == (1.0, 1.0)
+    assert exact_loss < noisy_loss  # the spare world tokens are pulled to zero, but not scored as words
+    assert targets.accuracy(word_noise, rows)[1] < 1.0
 
 
 def describe_config(tiny_bases, data_dir: Path, output_dir: Path, **overrides) -> TrainingConfig:

@@ -5,7 +5,9 @@ It measures what the language model learns once the scene reaches it in a form i
 `relations` states every synthetic relation that holds between the two objects, `description` is the sentence the
 describe stage teaches the world projector to write (`describe_scene`), `coordinates` gives each object's centre in
 pixels, `none` gives nothing (the caption-only prior). A world path can at best hand the language model
-what one of these forms holds, so each is a ceiling for the recipes that put that much into the world tokens.
+what one of these forms holds, so each is a ceiling for the recipes that put that much into the world tokens. With
+`with_image`, each prompt also holds the question's image before the scene text, through Gemma 3's own image path, as
+TheWorld's prompts do.
 """
 
 import json
@@ -19,9 +21,9 @@ from typing import Any
 
 import torch
 from peft import LoraConfig, inject_adapter_in_model
-from transformers import AutoTokenizer, Gemma3ForConditionalGeneration, get_scheduler
+from transformers import AutoProcessor, Gemma3ForConditionalGeneration, get_scheduler
 
-from .data import VSRExample, vsr_example_from_row
+from .data import VSRExample, load_image, vsr_example_from_row
 from .data.synth import SYNTH_RELATIONS, SceneObject, describe_scene, relation_holds
 from .loading_theworld import LORA_TARGET_MODULES, lora_arguments
 from .markdown import markdown_table
@@ -51,6 +53,10 @@ class TextOracleConfig:
     eval_every: int = field(default=50, metadata={"help": "steps between dev evaluations"})
     eval_examples: int = field(default=96, metadata={"help": "dev examples per evaluation"})
     seed: int = field(default=0, metadata={"help": "random seed (adapters, data order)"})
+    with_image: bool = field(
+        default=False,
+        metadata={"help": "put each question's image (Gemma 3's image tokens) before the scene text, as TheWorld"},
+    )
 
     def __post_init__(self) -> None:
         if self.scene not in SCENE_FORMS:
@@ -81,8 +87,11 @@ def scene_text(objects: Sequence[SceneObject], form: str) -> str:
     return ""
 
 
-def load_questions(path: Path, form: str, tokenizer: Any, rng: random.Random) -> list[OracleQuestion]:
-    """The questions of one synthetic split, each prompt holding the scene text (objects in a random order)."""
+def load_questions(
+    path: Path, form: str, tokenizer: Any, rng: random.Random, with_image: bool = False
+) -> list[OracleQuestion]:
+    """The questions of one synthetic split, each prompt holding the scene text (objects in a random order), after
+    the image if `with_image`."""
     questions = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         row = json.loads(line)
@@ -92,7 +101,8 @@ def load_questions(path: Path, form: str, tokenizer: Any, rng: random.Random) ->
         objects = [SceneObject(item["colour"], item["shape"], tuple(item["box"])) for item in row["objects"]]
         rng.shuffle(objects)
         text = f"Scene: {scene_text(objects, form)} {QUESTION_TEMPLATE.format(caption=example.caption)}"
-        messages = [{"role": "user", "content": [{"type": "text", "text": text}]}]
+        image = [{"type": "image"}] if with_image else []
+        messages = [{"role": "user", "content": [*image, {"type": "text", "text": text}]}]
         prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         questions.append(OracleQuestion(prompt, example))
     return questions
@@ -103,7 +113,9 @@ class TextOracle:
 
     def __init__(self, config: TextOracleConfig) -> None:
         torch.manual_seed(config.seed)
-        self.tokenizer = AutoTokenizer.from_pretrained(config.gemma)
+        self.with_image = config.with_image
+        self.processor = AutoProcessor.from_pretrained(config.gemma)
+        self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "left"
         self.model = Gemma3ForConditionalGeneration.from_pretrained(config.gemma, dtype=torch.float32)
         self.model.requires_grad_(False)
@@ -116,9 +128,14 @@ class TextOracle:
 
     def answer_logits(self, questions: Sequence[OracleQuestion]) -> torch.Tensor:
         """(batch, 2) logits of "False" and "True" as the answer's first token."""
-        inputs = self.tokenizer(
-            [question.prompt for question in questions], return_tensors="pt", padding=True, add_special_tokens=False
-        )
+        prompts = [question.prompt for question in questions]
+        if self.with_image:
+            images = [[load_image(question.example.image_path)] for question in questions]
+            inputs = self.processor(
+                text=prompts, images=images, return_tensors="pt", padding=True, add_special_tokens=False
+            )
+        else:
+            inputs = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         logits = self.model(**inputs, logits_to_keep=1).logits[:, -1]
         return logits[:, self.answer_ids]
 
@@ -142,7 +159,9 @@ def run_text_oracle(config: TextOracleConfig) -> dict[str, Any]:
     oracle = TextOracle(config)
     rng = random.Random(config.seed)
     splits = {
-        split: load_questions(Path(config.data_dir) / f"{split}.jsonl", config.scene, oracle.tokenizer, rng)
+        split: load_questions(
+            Path(config.data_dir) / f"{split}.jsonl", config.scene, oracle.tokenizer, rng, config.with_image
+        )
         for split in ("train", "dev", "test")
     }
     dev = splits["dev"][: config.eval_examples]
@@ -188,7 +207,8 @@ def oracle_markdown(report: dict[str, Any]) -> str:
     recent = [loss for _, loss in report["history"]["loss"][-20:]]
     return "\n".join(
         [
-            f"Text oracle, scene written as {config['scene']!r}: {config['steps']} steps of {config['batch_size']}, "
+            f"Text oracle, scene written as {config['scene']!r}{' after the image' if config['with_image'] else ''}: "
+            f"{config['steps']} steps of {config['batch_size']}, "
             f"LoRA rank {config['lora_rank']} on {', '.join(config['lora_target_modules'])}, "
             f"learning rate {config['learning_rate']:g} ({report['seconds_per_step']:.2f} s/step)",
             "",

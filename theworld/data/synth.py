@@ -144,23 +144,20 @@ def relation_holds(relation: str, subj: SceneObject, obj: SceneObject, image_siz
 
 
 def describe_scene(objects: Sequence[SceneObject], image_size: int = 64) -> str:
-    """Sentences about a two-object scene that state, in the captions' own words, the answer to every caption the data
-    set can ask about it: each true caption is one of them, and no false one is.
+    """Three sentences about a two-object scene, in the captions' own words, that settle every caption the data set can
+    ask about it: a true caption is one of them or one of them the other way round ("The blue square is right of the
+    red circle." for "The red circle is left of the blue square."), and a false one is neither.
 
-    Each relation is stated both ways round, horizontal first, e.g. "The red circle is left of the blue square. The
-    blue square is right of the red circle. The red circle is above the blue square. ..." Left and right, above and
-    below compare the centres; close to and far away from split at the middle of their two thresholds.
+    The object further left is named first, e.g. "The red circle is left of the blue square. The red circle is above
+    the blue square. The red circle is far away from the blue square." Left and right, above and below compare the
+    centres; close to and far away from split at the middle of their two thresholds.
     """
     first, second = sorted(objects, key=lambda item: (item.box[0] + item.box[2], item.box[1] + item.box[3]))
     geometry = _Geometry.for_size(image_size)
     vertical = "above" if first.box[1] + first.box[3] < second.box[1] + second.box[3] else "below"
     distance = "close to" if _gap(first.box, second.box) < (geometry.near + geometry.far) / 2 else "far away from"
-    converse = {**OPPOSITE, "close to": "close to", "far away from": "far away from"}  # the other way round
-    statements = []
-    for relation in ("left of", vertical, distance):
-        statements.append(f"The {first.name} is {relation} the {second.name}.")
-        statements.append(f"The {second.name} is {converse[relation]} the {first.name}.")
-    return " ".join(statements)
+    relations = ("left of", vertical, distance)
+    return " ".join(f"The {first.name} is {relation} the {second.name}." for relation in relations)
 
 
 def _random_box(rng: random.Random, geometry: _Geometry, image_size: int) -> tuple[int, int, int, int]:

@@ -1,10 +1,12 @@
 """The describe stage: before the VSR task, the world projector learns to write a sentence about each training scene
 into the world tokens (a LLaVA-style alignment stage on synthetic scenes).
 
-The sentence is `describe_scene`'s, which holds the answer to every caption the synthetic data set asks. Its target is
-the language model's own input embeddings of that sentence, one world token per sentence token (padded), so the stage
-never runs the language model: the loss is a cross-entropy over the sentences' words (each world token scored against
-their embeddings) plus the squared distance to the word's embedding, relative to the embeddings' mean norm.
+The sentence is `describe_scene`'s, which settles every caption the synthetic data set asks. Its target is the
+language model's own input embeddings of that sentence, one world token per sentence token, and a zero vector in each
+world token the sentence leaves over (a zero vector holds nothing; the pad token's embedding would be a word the
+language model reads), so the stage never runs the language model. The loss is a cross-entropy over the sentences'
+words (each sentence token's world token scored against their embeddings) plus the squared distance of every world
+token to its target, relative to the embeddings' mean norm.
 """
 
 import json
@@ -21,6 +23,7 @@ from transformers import get_scheduler
 from ..data import SceneObject, describe_scene, load_image
 from ..modeling_theworld import TheWorld
 from ..processing_theworld import TheWorldProcessor
+from .collation import IGNORE_INDEX
 from .latent_cache import WorldLatentCache
 
 DESCRIBE_BATCH_SIZE = 64  # scenes per step (and per encoding batch); the stage never runs the language model
@@ -55,7 +58,7 @@ def described_scenes(path: Path, images_dir: Path) -> list[DescribedScene]:
 
 
 def sentence_token_ids(tokenizer, sentences: Sequence[str], num_world_tokens: int) -> torch.Tensor:
-    """(n, num_world_tokens) token ids of each sentence, padded with the pad token."""
+    """(n, num_world_tokens) token ids of each sentence, padded with -100 (world tokens that hold no word)."""
     encoded = [tokenizer.encode(sentence, add_special_tokens=False) for sentence in sentences]
     longest = max(encoded, key=len)
     if len(longest) > num_world_tokens:
@@ -63,8 +66,7 @@ def sentence_token_ids(tokenizer, sentences: Sequence[str], num_world_tokens: in
             f"The describe stage's sentences take up to {len(longest)} tokens, more than the {num_world_tokens} world "
             "tokens per image; use a larger world_grid_size."
         )
-    padding = tokenizer.pad_token_id
-    return torch.tensor([ids + [padding] * (num_world_tokens - len(ids)) for ids in encoded])
+    return torch.tensor([ids + [IGNORE_INDEX] * (num_world_tokens - len(ids)) for ids in encoded])
 
 
 @torch.no_grad()
@@ -83,16 +85,16 @@ def world_latents(
 
 
 class SentenceTargets:
-    """The sentences of some scenes as world-token targets: token ids, their input embeddings, and the words used."""
+    """The sentences of some scenes as world-token targets: each token's index among the words the sentences use
+    (-100 where a world token holds no word), and those words' input embeddings."""
 
-    def __init__(self, model: TheWorld, token_ids: torch.Tensor, vocabulary: torch.Tensor):
-        embeddings = model.get_input_embeddings()
+    def __init__(self, model: TheWorld, token_ids: torch.Tensor):
+        words = token_ids != IGNORE_INDEX  # (n, N)
+        vocabulary = torch.unique(token_ids[words])  # (V,) sorted ids of every word the sentences use
         with torch.no_grad():
-            self.token_ids = token_ids  # (n, N)
-            self.vocabulary = vocabulary  # (V,) sorted ids of every word the sentences use
-            self.vocabulary_embeddings = embeddings(vocabulary.to(model.device)).float()  # (V, hidden)
+            self.vocabulary_embeddings = model.get_input_embeddings()(vocabulary.to(model.device)).float()  # (V, h)
             self.scale = self.vocabulary_embeddings.norm(dim=-1).mean()
-        self.classes = torch.searchsorted(vocabulary, token_ids)  # (n, N) index of each token in the vocabulary
+        self.classes = torch.searchsorted(vocabulary, token_ids).masked_fill(~words, IGNORE_INDEX)  # (n, N)
 
     def logits(self, world_tokens: torch.Tensor) -> torch.Tensor:
         """(n, N, V) each world token's scores against the vocabulary's embeddings."""
@@ -101,13 +103,19 @@ class SentenceTargets:
     def loss(self, world_tokens: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         classes = self.classes[rows].to(world_tokens.device)
         cross_entropy = functional.cross_entropy(self.logits(world_tokens).flatten(0, 1), classes.flatten())
-        distance = (world_tokens - self.vocabulary_embeddings[classes]).pow(2).sum(-1).mean() / self.scale**2
+        words = (classes != IGNORE_INDEX).unsqueeze(-1)
+        targets = torch.where(words, self.vocabulary_embeddings[classes.clamp(min=0)], 0.0)  # (n, N, hidden)
+        distance = (world_tokens - targets).pow(2).sum(-1).mean() / self.scale**2
         return cross_entropy + distance
 
     def accuracy(self, world_tokens: torch.Tensor, rows: torch.Tensor) -> tuple[float, float]:
-        """Share of world tokens, and of whole sentences, whose nearest word by score is the sentence's own."""
-        correct = self.logits(world_tokens).argmax(-1).cpu() == self.classes[rows]
-        return correct.float().mean().item(), correct.all(-1).float().mean().item()
+        """Share of the sentences' tokens, and of whole sentences, whose world token scores the sentence's own word
+        highest."""
+        classes = self.classes[rows]
+        words = classes != IGNORE_INDEX
+        correct = (self.logits(world_tokens).argmax(-1).cpu() == classes) | ~words
+        tokens = (correct & words).sum() / words.sum()
+        return tokens.item(), correct.all(-1).float().mean().item()
 
 
 def describe_world(
@@ -127,7 +135,7 @@ def describe_world(
     token_ids = sentence_token_ids(
         processor.tokenizer, [scene.sentence for scene in scenes], model.config.num_world_tokens
     )
-    targets = SentenceTargets(model, token_ids, torch.unique(token_ids))
+    targets = SentenceTargets(model, token_ids)
     latents = world_latents(model, processor, [scene.image_path for scene in scenes], latent_cache)
     train_rows = torch.arange(len(train_scenes))
     dev_rows = torch.arange(len(train_scenes), len(scenes))
