@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from theworld.data import SceneObject, describe_scene, synthesize_vsr
+from theworld.loading_theworld import blank_line_id
 from theworld.training import TrainingConfig, train
 from theworld.training.describe import SentenceTargets, describe_world, described_scenes, sentence_token_ids
 
@@ -95,22 +96,29 @@ def test_describe_stage_teaches_the_projector_to_write_the_sentences(make_world,
     assert len(history["describe_dev_sentence_accuracy"]) == len(tokens)
 
 
-def test_sentence_targets_score_the_words_and_pull_the_spare_world_tokens_to_zero(make_world):
+def test_sentence_targets_end_with_the_sentence_after_blank_lines(make_world):
     model, processor = make_world(**DESCRIBE_WORLD)
     sentences = ["The red circle is left of the blue square.", "The blue square is above the red circle."]
     token_ids = sentence_token_ids(processor.tokenizer, sentences, model.config.num_world_tokens)
     words = token_ids != -100
     assert words.any(-1).all() and not words.all(-1).any()  # each sentence leaves spare world tokens
-    targets = SentenceTargets(model, token_ids)
+    # Each sentence fills the last world tokens, after the spare ones, in order.
+    assert words[:, -1].all() and not words[:, 0].any() and (words.long().diff(dim=-1) >= 0).all()
+    for row, sentence in zip(token_ids, sentences, strict=True):
+        assert processor.tokenizer.decode(row[row != -100]) == sentence
+
+    blank_line = blank_line_id(processor.tokenizer)
+    targets = SentenceTargets(model, token_ids, blank_line)
     rows = torch.arange(len(sentences))
     with torch.no_grad():
-        exact = model.get_input_embeddings()(token_ids.clamp(min=0)) * words.unsqueeze(-1)  # zero where no word
-        spare_noise = exact + torch.randn_like(exact) * ~words.unsqueeze(-1)
+        exact = model.get_input_embeddings()(token_ids.masked_fill(~words, blank_line))
+        zero_spare = exact * words.unsqueeze(-1)
         word_noise = exact + torch.randn_like(exact) * 50 * words.unsqueeze(-1)
-        exact_loss, noisy_loss = (targets.loss(tokens, rows).item() for tokens in (exact, spare_noise))
-    assert targets.accuracy(exact, rows) == targets.accuracy(spare_noise, rows) == (1.0, 1.0)
-    assert exact_loss < noisy_loss  # the spare world tokens are pulled to zero, but not scored as words
-    assert targets.accuracy(word_noise, rows)[1] < 1.0
+        exact_loss, zero_spare_loss = (targets.loss(tokens, rows).item() for tokens in (exact, zero_spare))
+    assert targets.accuracy(exact, rows) == (1.0, 1.0)
+    # Zero vectors in the spare world tokens miss their target (the blank line), though the words stay right.
+    assert targets.accuracy(zero_spare, rows)[0] == 1.0 and exact_loss < zero_spare_loss
+    assert targets.accuracy(word_noise, rows)[0] < 1.0
 
 
 def describe_config(tiny_bases, data_dir: Path, output_dir: Path, **overrides) -> TrainingConfig:

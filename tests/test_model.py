@@ -125,6 +125,14 @@ def test_world_tokens_take_spare_embedding_rows(tiny_bases, make_world):
     assert all(p.dtype == torch.float32 for p in model.trainable_state_dict().values())
 
 
+def test_world_boundaries_start_as_the_blank_line_around_images(make_world):
+    model, processor = make_world()
+    (blank_line,) = processor.tokenizer.encode("\n\n", add_special_tokens=False)
+    assert blank_line not in (model.gemma.config.boi_token_id, model.gemma.config.eoi_token_id)
+    expected = model.get_input_embeddings()(torch.tensor([blank_line, blank_line]))
+    torch.testing.assert_close(model.world_boundary_embeddings, expected, rtol=0, atol=0)
+
+
 # ---------------------------------------------------------------------------------------------- 2. the world path
 
 

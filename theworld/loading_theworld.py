@@ -86,6 +86,9 @@ IGNORED_LOADING_KWARGS = (
 MODEL_CARD_ENTRY_POINT = "theworld.model_card"
 # The language model's attention projections: where LoRA adapters go unless told otherwise.
 LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
+# The blank line Gemma 3's processor puts around each image: a token every Gemma 3 has read in pretraining (a text-only
+# base never saw its image boundary tokens). <start_of_world> and <end_of_world> start as its embedding.
+BLANK_LINE = "\n\n"
 
 logger = logging.get_logger(__name__)
 
@@ -207,11 +210,9 @@ class TheWorldPreTrainedModel(PreTrainedModel):
         model = cls(config, gemma=gemma, world_encoder=world_encoder)
         model.place_world_parts(encoder_device)
         with torch.no_grad():
-            # <start_of_world>/<end_of_world> start from Gemma's own image boundary embeddings.
             embeddings = gemma.get_input_embeddings()
-            boundary_ids = [gemma.config.boi_token_id, gemma.config.eoi_token_id]
-            boundary_embeddings = embeddings(torch.tensor(boundary_ids, device=embeddings.weight.device))
-            model.world_boundary_embeddings.copy_(boundary_embeddings.float())
+            blank_line = embeddings(torch.tensor([blank_line_id(tokenizer)], device=embeddings.weight.device))
+            model.world_boundary_embeddings.copy_(blank_line.float().expand_as(model.world_boundary_embeddings))
         model.generation_config = model.with_world_tokens_suppressed(gemma.generation_config)
         return model.eval()
 
@@ -413,6 +414,12 @@ def import_peft() -> ModuleType:
             f'This checkpoint has LoRA adapters; install peft (`pip install "peft>={MINIMUM_VERSIONS["peft"]}"`).'
         ) from error
     return peft
+
+
+def blank_line_id(tokenizer: Any) -> int:
+    """The id of `BLANK_LINE`, one token in Gemma 3's tokenizer."""
+    (token_id,) = tokenizer.encode(BLANK_LINE, add_special_tokens=False)
+    return token_id
 
 
 def lora_arguments(rank: int, alpha: int | None = None, target_modules: Sequence[str] = LORA_TARGET_MODULES) -> dict:

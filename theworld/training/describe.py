@@ -2,11 +2,12 @@
 into the world tokens (a LLaVA-style alignment stage on synthetic scenes).
 
 The sentence is `describe_scene`'s, which settles every caption the synthetic data set asks. Its target is the
-language model's own input embeddings of that sentence, one world token per sentence token, and a zero vector in each
-world token the sentence leaves over (a zero vector holds nothing; the pad token's embedding would be a word the
-language model reads), so the stage never runs the language model. The loss is a cross-entropy over the sentences'
-words (each sentence token's world token scored against their embeddings) plus the squared distance of every world
-token to its target, relative to the embeddings' mean norm.
+language model's own input embeddings of that sentence, one world token per sentence token in the last world tokens,
+and the blank line's embedding in each world token before them, so the stage never runs the language model. The
+sentence ends where the prompt goes on, and what comes before it is a word the language model reads: a zero vector
+cannot be written exactly, and Gemma's RMSNorm scales what is left of it up to a random token. The loss is a
+cross-entropy over the words the targets use (each world token scored against their embeddings) plus the squared
+distance of every world token to its target, relative to the embeddings' mean norm.
 """
 
 import json
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from ..data import SceneObject, describe_scene, load_image
+from ..loading_theworld import blank_line_id
 from ..modeling_theworld import TheWorld
 from ..processing_theworld import TheWorldProcessor
 from .collation import IGNORE_INDEX
@@ -58,7 +60,8 @@ def described_scenes(path: Path, images_dir: Path) -> list[DescribedScene]:
 
 
 def sentence_token_ids(tokenizer, sentences: Sequence[str], num_world_tokens: int) -> torch.Tensor:
-    """(n, num_world_tokens) token ids of each sentence, padded with -100 (world tokens that hold no word)."""
+    """(n, num_world_tokens) token ids of each sentence in the last world tokens, after -100s (world tokens that hold
+    no word): the sentence ends where the prompt goes on, so the question reads it as text it follows."""
     encoded = [tokenizer.encode(sentence, add_special_tokens=False) for sentence in sentences]
     longest = max(encoded, key=len)
     if len(longest) > num_world_tokens:
@@ -66,7 +69,7 @@ def sentence_token_ids(tokenizer, sentences: Sequence[str], num_world_tokens: in
             f"The describe stage's sentences take up to {len(longest)} tokens, more than the {num_world_tokens} world "
             "tokens per image; use a larger world_grid_size."
         )
-    return torch.tensor([ids + [IGNORE_INDEX] * (num_world_tokens - len(ids)) for ids in encoded])
+    return torch.tensor([[IGNORE_INDEX] * (num_world_tokens - len(ids)) + ids for ids in encoded])
 
 
 @torch.no_grad()
@@ -85,16 +88,17 @@ def world_latents(
 
 
 class SentenceTargets:
-    """The sentences of some scenes as world-token targets: each token's index among the words the sentences use
-    (-100 where a world token holds no word), and those words' input embeddings."""
+    """The sentences of some scenes as world-token targets: each world token's index among the words the targets use
+    (the sentences' words and the filler before them), and those words' input embeddings."""
 
-    def __init__(self, model: TheWorld, token_ids: torch.Tensor):
-        words = token_ids != IGNORE_INDEX  # (n, N)
-        vocabulary = torch.unique(token_ids[words])  # (V,) sorted ids of every word the sentences use
+    def __init__(self, model: TheWorld, token_ids: torch.Tensor, filler_id: int):
+        self.words = token_ids != IGNORE_INDEX  # (n, N): world tokens that hold a sentence's word
+        targets = token_ids.masked_fill(~self.words, filler_id)  # (n, N)
+        vocabulary = torch.unique(targets)  # (V,) sorted ids of every word the targets use
         with torch.no_grad():
             self.vocabulary_embeddings = model.get_input_embeddings()(vocabulary.to(model.device)).float()  # (V, h)
             self.scale = self.vocabulary_embeddings.norm(dim=-1).mean()
-        self.classes = torch.searchsorted(vocabulary, token_ids).masked_fill(~words, IGNORE_INDEX)  # (n, N)
+        self.classes = torch.searchsorted(vocabulary, targets)  # (n, N)
 
     def logits(self, world_tokens: torch.Tensor) -> torch.Tensor:
         """(n, N, V) each world token's scores against the vocabulary's embeddings."""
@@ -103,19 +107,15 @@ class SentenceTargets:
     def loss(self, world_tokens: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         classes = self.classes[rows].to(world_tokens.device)
         cross_entropy = functional.cross_entropy(self.logits(world_tokens).flatten(0, 1), classes.flatten())
-        words = (classes != IGNORE_INDEX).unsqueeze(-1)
-        targets = torch.where(words, self.vocabulary_embeddings[classes.clamp(min=0)], 0.0)  # (n, N, hidden)
-        distance = (world_tokens - targets).pow(2).sum(-1).mean() / self.scale**2
+        distance = (world_tokens - self.vocabulary_embeddings[classes]).pow(2).sum(-1).mean() / self.scale**2
         return cross_entropy + distance
 
     def accuracy(self, world_tokens: torch.Tensor, rows: torch.Tensor) -> tuple[float, float]:
-        """Share of the sentences' tokens, and of whole sentences, whose world token scores the sentence's own word
-        highest."""
-        classes = self.classes[rows]
-        words = classes != IGNORE_INDEX
-        correct = (self.logits(world_tokens).argmax(-1).cpu() == classes) | ~words
-        tokens = (correct & words).sum() / words.sum()
-        return tokens.item(), correct.all(-1).float().mean().item()
+        """Share of the sentences' tokens whose world token scores the sentence's own word highest, and share of
+        scenes whose every world token (filler included) does."""
+        correct = self.logits(world_tokens).argmax(-1).cpu() == self.classes[rows]
+        words = self.words[rows]
+        return ((correct & words).sum() / words.sum()).item(), correct.all(-1).float().mean().item()
 
 
 def describe_world(
@@ -135,7 +135,7 @@ def describe_world(
     token_ids = sentence_token_ids(
         processor.tokenizer, [scene.sentence for scene in scenes], model.config.num_world_tokens
     )
-    targets = SentenceTargets(model, token_ids)
+    targets = SentenceTargets(model, token_ids, blank_line_id(processor.tokenizer))
     latents = world_latents(model, processor, [scene.image_path for scene in scenes], latent_cache)
     train_rows = torch.arange(len(train_scenes))
     dev_rows = torch.arange(len(train_scenes), len(scenes))
