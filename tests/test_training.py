@@ -12,12 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from world_inputs import perturb_trainable
 
 from theworld import TheWorld, TheWorldProcessor
 from theworld.cli import main
 from theworld.data import load_vsr_split, synthesize_vsr
-from theworld.prompt import answer_text, parse_answer
+from theworld.prompt import answer_text, answer_token_ids, parse_answer
 from theworld.training import TrainingConfig, WorldLatentCache, save_checkpoint, train
+from theworld.training.choice_loss import answer_choice_loss
 from theworld.training.collation import VSRCollator, VSRTrainingDataset, encode_vsr_example
 
 TINY_RECIPE = {"world_image_size": 64, "world_grid_size": 1, "batch_size": 4, "learning_rate": 1e-2, "progress": False}
@@ -60,6 +62,41 @@ def test_loss_falls_only_on_answer_tokens(make_world, vsr_dir):
     assert encoded["input_ids"][-len(answer_ids) :].tolist() == answer_ids
     # One <bos> only: the chat template holds it.
     assert (encoded["input_ids"] == processor.tokenizer.bos_token_id).sum() == 1
+
+
+def test_choice_loss_is_the_two_way_cross_entropy_where_each_answer_starts(make_world, vsr_dir):
+    model, processor = make_world(world_grid_size=1)
+    perturb_trainable(model, seed=1)
+    examples = load_vsr_split(vsr_dir / "train.jsonl", vsr_dir / "images").examples
+    chosen = [next(e for e in examples if e.label == label) for label in (0, 1)] + examples[:2]
+    batch = VSRCollator(processor.tokenizer.pad_token_id)([encode_vsr_example(processor, e) for e in chosen])
+    answer_ids = torch.tensor(answer_token_ids(processor.tokenizer))
+    with torch.no_grad():
+        loss = answer_choice_loss(model, batch, answer_ids)
+        logits = model(**{name: value for name, value in batch.items() if name != "labels"}).logits
+    expected = []
+    for row in range(len(chosen)):
+        answer_start = int((batch["labels"][row] != -100).nonzero()[0])  # rows differ in length: padded on the right
+        expected.append(logits[row, answer_start - 1, answer_ids])
+    labels = torch.tensor([example.label for example in chosen])
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(torch.stack(expected), labels))
+    batch["labels"][0, batch["labels"][0] != -100] = processor.tokenizer.eos_token_id
+    with pytest.raises(ValueError, match="none of the answer tokens"):
+        answer_choice_loss(model, batch, answer_ids)
+
+
+def test_training_with_the_choice_loss_optimises_it(tiny_bases, vsr_dir, tmp_path):
+    runs = {
+        answer_loss: train(training_config(tiny_bases, vsr_dir, tmp_path / answer_loss, answer_loss=answer_loss))
+        for answer_loss in ("tokens", "choices")
+    }
+    # Same seed, same batches: only the loss differs, so the recorded losses and the trained weights do too.
+    first_losses = {name: run.history["loss"][0][1] for name, run in runs.items()}
+    assert first_losses["tokens"] != pytest.approx(first_losses["choices"])
+    weights = {name: load_file(run.checkpoint / "model.safetensors") for name, run in runs.items()}
+    assert weights["tokens"].keys() == weights["choices"].keys()
+    assert any(not torch.equal(weights["tokens"][key], weights["choices"][key]) for key in weights["tokens"])
+    assert json.loads((tmp_path / "choices" / "training_config.json").read_text())["answer_loss"] == "choices"
 
 
 def test_parse_answer():

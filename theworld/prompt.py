@@ -27,6 +27,14 @@ def vsr_inputs(processor: Any, captions: list[str], images: list[Any], **kwargs:
     )
 
 
+def answer_token_ids(tokenizer: Any) -> list[int]:
+    """The first token of each answer, indexed by label; the two must differ for the answers to be told apart."""
+    token_ids = [tokenizer.encode(answer, add_special_tokens=False)[0] for answer in ANSWERS]
+    if len(set(token_ids)) != len(token_ids):
+        raise ValueError(f"The tokenizer starts the answers {ANSWERS} with the same token")
+    return token_ids
+
+
 def answer_text(label: int) -> str:
     """The target the model learns to produce for a label, closing its turn."""
     return ANSWERS[label] + END_OF_TURN

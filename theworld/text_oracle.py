@@ -27,7 +27,7 @@ from .data import VSRExample, load_image, vsr_example_from_row
 from .data.synth import SYNTH_RELATIONS, SceneObject, describe_scene, relation_holds
 from .loading_theworld import LORA_TARGET_MODULES, lora_arguments
 from .markdown import markdown_table
-from .prompt import ANSWERS, QUESTION_TEMPLATE
+from .prompt import QUESTION_TEMPLATE, answer_token_ids
 from .training.evaluate import EvalResult
 from .training.plots import plot_curves
 
@@ -121,10 +121,7 @@ class TextOracle:
         self.model.requires_grad_(False)
         lora = LoraConfig(**lora_arguments(config.lora_rank, target_modules=config.lora_target_modules))
         inject_adapter_in_model(lora, self.model.model.language_model)
-        answer_ids = [self.tokenizer.encode(answer, add_special_tokens=False)[0] for answer in ANSWERS]
-        if answer_ids[0] == answer_ids[1]:
-            raise ValueError(f"The tokenizer of {config.gemma} starts {ANSWERS} with the same token")
-        self.answer_ids = torch.tensor(answer_ids)
+        self.answer_ids = torch.tensor(answer_token_ids(self.tokenizer))
 
     def answer_logits(self, questions: Sequence[OracleQuestion]) -> torch.Tensor:
         """(batch, 2) logits of "False" and "True" as the answer's first token."""

@@ -22,7 +22,9 @@ from ..hub.files import HISTORY_NAME, TRAINING_CONFIG_NAME, TRAINING_STATE_DIR
 from ..loading_theworld import LORA_TARGET_MODULES, lora_arguments
 from ..modeling_theworld import TheWorld
 from ..processing_theworld import TheWorldProcessor
+from ..prompt import answer_token_ids
 from .checkpoint import prune_step_checkpoints, read_training_state, save_checkpoint
+from .choice_loss import answer_choice_loss
 from .collation import VSRCollator, VSRTrainingDataset
 from .describe import describe_world, described_scenes
 from .evaluate import evaluate_vsr
@@ -94,6 +96,13 @@ class TrainingConfig:
         metadata={
             "help": "keep the world projector and world position embeddings as they are in the VSR task (e.g. as the "
             "describe stage left them); LoRA adapters and unfrozen Gemma parts still train"
+        },
+    )
+    answer_loss: Literal["tokens", "choices"] = field(
+        default="tokens",
+        metadata={
+            "help": "tokens: cross-entropy of the answer's tokens over the whole vocabulary; choices: cross-entropy "
+            'between the first tokens of "False" and "True" where the answer starts'
         },
     )
     epochs: int = field(default=3, metadata={"help": "passes over the training split"})
@@ -234,6 +243,7 @@ def train(config: TrainingConfig) -> TrainingResult:
         shuffle=True,
         collate_fn=VSRCollator(processor.tokenizer.pad_token_id),
     )
+    answer_ids = torch.tensor(answer_token_ids(processor.tokenizer))
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
@@ -265,7 +275,10 @@ def train(config: TrainingConfig) -> TrainingResult:
         epoch_loader = skip_first_batches(loader, (step % steps_per_epoch) * config.gradient_accumulation_steps)
         for batch in epoch_loader:
             with accelerator.accumulate(model):
-                loss = model(**batch).loss
+                if config.answer_loss == "choices":
+                    loss = answer_choice_loss(model, batch, answer_ids)
+                else:
+                    loss = model(**batch).loss
                 accelerator.backward(loss)
                 optimizer.step()
                 optimizer.zero_grad()
