@@ -4,10 +4,13 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
+from world_inputs import perturb_trainable
 
 from theworld.cli import main
-from theworld.data import VSRExample, load_vsr_split, meta_category
+from theworld.data import VSRExample, load_image, load_vsr_split, meta_category
+from theworld.prompt import answer_token_ids, vsr_inputs
 from theworld.training import evaluate_vsr, save_checkpoint
 from theworld.training.evaluate import EvalResult
 
@@ -64,12 +67,13 @@ def checkpoint(make_world, tmp_path: Path) -> Path:
     return save_checkpoint(model, processor, tmp_path / "checkpoint")
 
 
-def test_eval_command_reports_every_group_with_world_ablation(checkpoint, tmp_path, capsys):
+@pytest.mark.parametrize("answer_by", ["generation", "choices"])
+def test_eval_command_reports_every_group_with_world_ablation(checkpoint, tmp_path, capsys, answer_by):
     data = write_vsr_file(tmp_path / "vsr", ROWS)
     output = tmp_path / "eval.json"
     code = main(
         ["eval", str(checkpoint), "--data", str(data), "--images", str(tmp_path / "vsr" / "images")]
-        + ["--output", str(output), "--batch-size", "4"]
+        + ["--output", str(output), "--batch-size", "4", "--answer-by", answer_by]
     )
     assert code == 0
     report = json.loads(output.read_text())["test"]
@@ -81,7 +85,7 @@ def test_eval_command_reports_every_group_with_world_ablation(checkpoint, tmp_pa
         assert set(result["per_relation"]) == {row["relation"] for row in ROWS}
         assert set(result["per_meta_category"]) == {meta_category(row["relation"]) for row in ROWS}
         assert result["per_meta_category"]["Topological"]["total"] == 1  # "among" counted once
-        assert 0 <= result["unparsed"] <= len(ROWS)
+        assert 0 <= result["unparsed"] <= (len(ROWS) if answer_by == "generation" else 0)
         assert result["correct"] <= result["total"] - result["unparsed"]
     assert report["world_gain"] == pytest.approx(report["world"]["accuracy"] - report["world_ablated"]["accuracy"])
     markdown = output.with_suffix(".md").read_text()
@@ -127,3 +131,23 @@ def test_world_path_runs_during_evaluation(make_world, tmp_path, monkeypatch):
     monkeypatch.setattr(model, "encode_world", lambda pixels: encoded.append(len(pixels)) or original(pixels))
     evaluate_vsr(model, processor, examples, batch_size=4, progress=False)
     assert sum(encoded) == len(examples)
+
+
+def test_answers_by_choice_are_the_higher_scoring_answer_token(make_world, tmp_path):
+    model, processor = make_world(world_grid_size=1)
+    perturb_trainable(model, seed=1)
+    write_vsr_file(tmp_path / "vsr", ROWS)
+    examples = load_vsr_split(tmp_path / "vsr" / "test.jsonl", tmp_path / "vsr" / "images").examples
+    answer_ids = answer_token_ids(processor.tokenizer)
+    for ablate_world in (False, True):
+        result = evaluate_vsr(
+            model, processor, examples, batch_size=4, answer_by="choices", ablate_world=ablate_world, progress=False
+        )
+        expected = []
+        for example in examples:  # each alone: no padding
+            inputs = vsr_inputs(processor, [example.caption], [load_image(example.image_path)])
+            with torch.no_grad():
+                logits = model(**inputs, ablate_world=ablate_world).logits[0, -1]
+            expected.append(int(logits[answer_ids[1]] > logits[answer_ids[0]]))
+        assert result.predictions == expected
+        assert result.unparsed == 0  # a choice is always one of the answers

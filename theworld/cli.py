@@ -136,7 +136,9 @@ def _eval(parser: argparse.ArgumentParser) -> None:
         examples = load_vsr_split(config.data, config.images, on_bad_image=config.on_bad_image).examples
         model = TheWorld.from_pretrained(args.checkpoint)
         processor = TheWorldProcessor.from_pretrained(args.checkpoint)
-        report = world_ablation_report(model, processor, examples[: config.limit], batch_size=config.batch_size)
+        report = world_ablation_report(
+            model, processor, examples[: config.limit], batch_size=config.batch_size, answer_by=config.answer_by
+        )
         json_path, markdown_path = write_reports({config.data.stem: report}, config.output)
         print(markdown_path.read_text())
         print(f"wrote {json_path} and {markdown_path}")

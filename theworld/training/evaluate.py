@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from tqdm.auto import tqdm
@@ -16,7 +16,13 @@ from ..data.vsr import ON_BAD_IMAGE_HELP, OnBadImage
 from ..markdown import markdown_table
 from ..modeling_theworld import TheWorld
 from ..processing_theworld import TheWorldProcessor
-from ..prompt import parse_answer, vsr_inputs
+from ..prompt import answer_token_ids, parse_answer, vsr_inputs
+
+AnswerBy = Literal["generation", "choices"]
+ANSWER_BY_HELP = (
+    "generation: the greedy answer, parsed; choices: the answer whose first token scores higher where the answer "
+    "starts (for a model trained with --answer-loss choices)"
+)
 
 
 @dataclass
@@ -71,6 +77,7 @@ class EvaluationConfig:
     images: Path = field(metadata={"help": "the folder its image files are in"})
     output: Path = field(metadata={"help": "the JSON report; a Markdown table (.md) goes beside it"})
     batch_size: int = field(default=16, metadata={"help": "questions answered per forward pass"})
+    answer_by: AnswerBy = field(default="generation", metadata={"help": ANSWER_BY_HELP})
     limit: int | None = field(default=None, metadata={"help": "evaluate only the first LIMIT examples"})
     on_bad_image: OnBadImage = field(default="error", metadata={"help": ON_BAD_IMAGE_HELP})
 
@@ -84,25 +91,36 @@ def evaluate_vsr(
     ablate_world: bool = False,
     batch_size: int = 16,
     max_new_tokens: int = 4,
+    answer_by: AnswerBy = "generation",
     progress: bool = True,
 ) -> EvalResult:
-    """Greedy answers to the shared VSR prompt, parsed into labels. `ablate_world` zeroes the world tokens."""
+    """Answers to the shared VSR prompt as labels: greedy answers parsed, or with `answer_by="choices"` the answer
+    whose first token scores higher where the answer starts. `ablate_world` zeroes the world tokens."""
     model.eval()
     tokenizer = processor.tokenizer
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     result = EvalResult()
+    answer_ids = torch.tensor(answer_token_ids(tokenizer))
     try:
         for start in tqdm(range(0, len(examples), batch_size), desc="evaluating", disable=not progress):
             batch = examples[start : start + batch_size]
             captions = [example.caption for example in batch]
             images = [load_image(example.image_path) for example in batch]
             inputs = vsr_inputs(processor, captions, images, padding=True).to(model.device)
-            generated = model.generate(
-                **inputs, max_new_tokens=max_new_tokens, do_sample=False, ablate_world=ablate_world
-            )
-            answers = tokenizer.batch_decode(generated[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-            for example, answer in zip(batch, answers, strict=True):
-                result.add(example, parse_answer(answer))
+            if answer_by == "choices":
+                with torch.no_grad():
+                    logits = model(**inputs, ablate_world=ablate_world, logits_to_keep=1).logits[:, -1]  # (b, vocab)
+                labels = logits[:, answer_ids.to(logits.device)].argmax(-1).tolist()
+            else:
+                generated = model.generate(
+                    **inputs, max_new_tokens=max_new_tokens, do_sample=False, ablate_world=ablate_world
+                )
+                answers = tokenizer.batch_decode(
+                    generated[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
+                )
+                labels = [parse_answer(answer) for answer in answers]
+            for example, label in zip(batch, labels, strict=True):
+                result.add(example, label)
     finally:
         tokenizer.padding_side = padding_side
     return result

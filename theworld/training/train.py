@@ -244,6 +244,7 @@ def train(config: TrainingConfig) -> TrainingResult:
         collate_fn=VSRCollator(processor.tokenizer.pad_token_id),
     )
     answer_ids = torch.tensor(answer_token_ids(processor.tokenizer))
+    answer_by = "choices" if config.answer_loss == "choices" else "generation"  # dev accuracy as the loss trains it
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
@@ -291,7 +292,7 @@ def train(config: TrainingConfig) -> TrainingResult:
             progress.set_postfix(loss=f"{history['loss'][-1][1]:.4f}")
             if config.eval_every and dev_examples and step % config.eval_every == 0:
                 if accelerator.is_main_process:
-                    result = evaluate_vsr(unwrapped, processor, dev_examples, progress=False)
+                    result = evaluate_vsr(unwrapped, processor, dev_examples, answer_by=answer_by, progress=False)
                     history["dev_accuracy"].append([step, result.overall.accuracy])
                 model.train()
             if step % config.save_every == 0 and step < total_steps:
