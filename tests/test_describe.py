@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from theworld.data import SceneObject, describe_scene, synthesize_vsr
+from theworld.data.synth import OPPOSITE
 from theworld.loading_theworld import blank_line_id
 from theworld.training import TrainingConfig, train
 from theworld.training.describe import SentenceTargets, describe_world, described_scenes, sentence_token_ids
@@ -36,14 +37,7 @@ def test_scene_sentences_name_the_object_further_left_first():
 
 
 # A caption's relation the other way round: "The A is left of the B." says what "The B is right of the A." says.
-CONVERSE = {
-    "left of": "right of",
-    "right of": "left of",
-    "above": "below",
-    "below": "above",
-    "close to": "close to",
-    "far away from": "far away from",
-}
+CONVERSE = {**OPPOSITE, "close to": "close to", "far away from": "far away from"}
 
 
 def test_scene_sentences_settle_every_synthetic_caption(tmp_path):

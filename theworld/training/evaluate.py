@@ -100,7 +100,7 @@ def evaluate_vsr(
     tokenizer = processor.tokenizer
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     result = EvalResult()
-    answer_ids = torch.tensor(answer_token_ids(tokenizer))
+    answer_ids = torch.tensor(answer_token_ids(tokenizer)) if answer_by == "choices" else None
     try:
         for start in tqdm(range(0, len(examples), batch_size), desc="evaluating", disable=not progress):
             batch = examples[start : start + batch_size]

@@ -243,7 +243,7 @@ def train(config: TrainingConfig) -> TrainingResult:
         shuffle=True,
         collate_fn=VSRCollator(processor.tokenizer.pad_token_id),
     )
-    answer_ids = torch.tensor(answer_token_ids(processor.tokenizer))
+    answer_ids = torch.tensor(answer_token_ids(processor.tokenizer)) if config.answer_loss == "choices" else None
     answer_by = "choices" if config.answer_loss == "choices" else "generation"  # dev accuracy as the loss trains it
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
