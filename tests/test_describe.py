@@ -77,6 +77,7 @@ DESCRIBE_WORLD = {
 
 
 def test_describe_stage_teaches_the_projector_to_write_the_sentences(make_world, vsr_dir):
+    torch.manual_seed(0)  # the projector's initialisation and the stage's batches
     model, processor = make_world(**DESCRIBE_WORLD)
     train_scenes = described_scenes(vsr_dir / "train.jsonl", vsr_dir / "images")
     dev_scenes = described_scenes(vsr_dir / "dev.jsonl", vsr_dir / "images")
@@ -107,11 +108,17 @@ def test_sentence_targets_end_with_the_sentence_after_blank_lines(make_world):
     with torch.no_grad():
         exact = model.get_input_embeddings()(token_ids.masked_fill(~words, blank_line))
         zero_spare = exact * words.unsqueeze(-1)
+        all_blank = model.get_input_embeddings()(torch.full_like(token_ids, blank_line))
         word_noise = exact + torch.randn_like(exact) * 50 * words.unsqueeze(-1)
-        exact_loss, zero_spare_loss = (targets.loss(tokens, rows).item() for tokens in (exact, zero_spare))
+        exact_loss, zero_spare_loss, all_blank_loss = (
+            targets.loss(tokens, rows).item() for tokens in (exact, zero_spare, all_blank)
+        )
     assert targets.accuracy(exact, rows) == (1.0, 1.0)
     # Zero vectors in the spare world tokens miss their target (the blank line), though the words stay right.
     assert targets.accuracy(zero_spare, rows)[0] == 1.0 and exact_loss < zero_spare_loss
+    # The blank line everywhere loses every word; it costs more than the zero vectors, though the words take only
+    # 10 of the 256 world tokens: words and filler weigh the same.
+    assert words.sum() < 0.1 * words.numel() and zero_spare_loss < all_blank_loss
     assert targets.accuracy(word_noise, rows)[0] < 1.0
 
 

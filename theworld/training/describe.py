@@ -7,7 +7,8 @@ and the blank line's embedding in each world token before them, so the stage nev
 sentence ends where the prompt goes on, and what comes before it is a word the language model reads: a zero vector
 cannot be written exactly, and Gemma's RMSNorm scales what is left of it up to a random token. The loss is a
 cross-entropy over the words the targets use (each world token scored against their embeddings) plus the squared
-distance of every world token to its target, relative to the embeddings' mean norm.
+distance of every world token to its target, relative to the embeddings' mean norm; the sentences' words and the filler
+weigh the same however many world tokens each takes.
 """
 
 import json
@@ -105,10 +106,15 @@ class SentenceTargets:
         return world_tokens @ self.vocabulary_embeddings.T / self.scale
 
     def loss(self, world_tokens: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        classes = self.classes[rows].to(world_tokens.device)
-        cross_entropy = functional.cross_entropy(self.logits(world_tokens).flatten(0, 1), classes.flatten())
-        distance = (world_tokens - self.vocabulary_embeddings[classes]).pow(2).sum(-1).mean() / self.scale**2
-        return cross_entropy + distance
+        """Each world token's cross-entropy plus squared distance to its target (relative to the embeddings' mean
+        norm), averaged over the words and over the filler apart, then between the two: a long run of filler cannot
+        outweigh the words."""
+        classes = self.classes[rows].to(world_tokens.device)  # (b, N)
+        words = self.words[rows].to(world_tokens.device)  # (b, N)
+        cross_entropy = functional.cross_entropy(self.logits(world_tokens).transpose(1, 2), classes, reduction="none")
+        distance = (world_tokens - self.vocabulary_embeddings[classes]).pow(2).sum(-1) / self.scale**2
+        per_token = cross_entropy + distance  # (b, N)
+        return torch.stack([per_token[group].mean() for group in (words, ~words) if group.any()]).mean()
 
     def accuracy(self, world_tokens: torch.Tensor, rows: torch.Tensor) -> tuple[float, float]:
         """Share of the sentences' tokens whose world token scores the sentence's own word highest, and share of
