@@ -5,10 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from theworld.data import SYNTH_RELATIONS
-from theworld.demo import DEMO_RECIPE, DEMO_RELATIONS, SMALL_REAL_RECIPE, DemoConfig, run_demo
+from theworld import TheWorld, TheWorldProcessor
+from theworld.data import SYNTH_RELATIONS, load_vsr_split
+from theworld.demo import DEMO_RECIPE, DEMO_RELATIONS, SMALL_REAL_RECIPE, DemoConfig, reload_in_fresh_process, run_demo
+from theworld.prompt import answer_token_ids
 from theworld.testing.tiny_vae import QUICK_STEPS
-from theworld.training import parse_answer
+from theworld.training import evaluate_vsr, parse_answer
 
 TRAIN_EXAMPLES = 4800  # 300 steps of 16
 TEST_EXAMPLES = 128
@@ -59,6 +61,9 @@ def test_demo_training_learns_the_answer_format(demo):
     # From about ln(vocabulary) ~ 7 to well under 1: the model answers "True" or "False" and closes its turn.
     assert losses[0] > 3 and max(losses[-5:]) < 1.0
     assert result["reports"]["random/test"]["world"]["unparsed"] == 0
+    dev_steps = [step for step, _ in history["dev_accuracy"]]
+    curves = result["summary"].split("## Learning curves")[1]
+    assert f"| random | - | {dev_steps[0]}: " in curves and f", {dev_steps[-1]}: " in curves
 
 
 def test_demo_world_path_learns_well_above_chance(demo):
@@ -76,6 +81,19 @@ def test_demo_reloads_in_a_process_without_theworld(demo):
     assert parse_answer(result["reload"]["answer"]) in (0, 1)
 
 
+def test_demo_reload_can_answer_by_choice(demo):
+    output_dir, _ = demo
+    data = output_dir / "data" / "random"
+    example = load_vsr_split(data / "test.jsonl", data / "images").examples[0]
+    model = TheWorld.from_pretrained(output_dir / "checkpoint")
+    processor = TheWorldProcessor.from_pretrained(output_dir / "checkpoint")
+    label = evaluate_vsr(model, processor, [example], answer_by="choices", progress=False).predictions[0]
+    # Named apart from the answers the model generates, so the reply shows it was chosen, not generated.
+    choices = dict(zip(("no", "yes"), answer_token_ids(processor.tokenizer), strict=True))
+    reload = reload_in_fresh_process(output_dir / "checkpoint", example.image_path, example.caption, choices)
+    assert reload["answer"] == ("no", "yes")[label]
+
+
 def test_each_demo_base_brings_its_recipe_and_relations(tmp_path):
     tiny = DemoConfig(output_dir=tmp_path)
     assert tiny.recipe == DEMO_RECIPE and tiny.relations == DEMO_RELATIONS
@@ -83,6 +101,8 @@ def test_each_demo_base_brings_its_recipe_and_relations(tmp_path):
     assert small_real.recipe == SMALL_REAL_RECIPE and small_real.relations == SYNTH_RELATIONS
     # On the pretrained base its own weights stay frozen: only the projector, world embeddings and LoRA train.
     assert not small_real.recipe.get("train_language_model") and small_real.recipe["lora_rank"] > 0
+    # The describe stage writes the scene into the world tokens; the projector stays so while the task trains.
+    assert small_real.recipe["describe_steps"] > 0 and small_real.recipe["freeze_world_projector"]
     assert DemoConfig(output_dir=tmp_path, base="small-real", relations=("above",)).relations == ("above",)
     with pytest.raises(ValueError, match="Unknown demo base 'huge'; choose one of tiny, small-real"):
         DemoConfig(output_dir=tmp_path, base="huge")

@@ -20,11 +20,18 @@ from .data import SYNTH_RELATIONS, load_vsr_split, synthesize_vsr
 from .markdown import markdown_table
 from .modeling_theworld import TheWorld
 from .processing_theworld import TheWorldProcessor
-from .prompt import vsr_messages
+from .prompt import ANSWERS, answer_token_ids, vsr_messages
 from .testing.small_real_base import cached_small_real_base
 from .testing.tiny import make_tiny_bases
 from .testing.tiny_vae import DEFAULT_STEPS, cached_trained_tiny_vae
-from .training import TrainingConfig, markdown_report, train, world_ablation_report, write_reports
+from .training import (
+    ANSWER_BY_LOSS,
+    TrainingConfig,
+    markdown_report,
+    train,
+    world_ablation_report,
+    write_reports,
+)
 
 # The default recipe for the tiny stand-in bases (see the README for the recipe on real weights): one global world
 # token (the whole 8x8 latent flattened) and the random tiny language model trained along with the projector.
@@ -46,14 +53,20 @@ DEMO_RECIPE: dict[str, Any] = {
 # random 2-layer stand-in language model does not learn within the demo's budget (see the README).
 DEMO_RELATIONS: tuple[str, ...] = ("close to", "far away from")
 
-# The recipe for the small real base: the pretrained language model stays frozen; a 4 x 4 grid of world tokens through
-# the MLP projector, and LoRA adapters on its attention and MLP. See the README for what it reaches.
+# The recipe for the small real base: the pretrained language model stays frozen. A describe stage first teaches the
+# grid-transformer projector to write each scene's relations as a sentence into an 8 x 8 grid of world tokens; the
+# projector then stays as it is while LoRA adapters on the attention learn the task with the choice loss ("False"
+# against "True"). See the README for what it reaches and why.
 SMALL_REAL_RECIPE: dict[str, Any] = {
     "world_image_size": 64,
-    "world_grid_size": 4,
-    "projector_type": "mlp",
+    "world_grid_size": 8,
+    "projector_type": "transformer",
+    "describe_steps": 1500,
+    "describe_learning_rate": 1e-3,
+    "freeze_world_projector": True,
     "lora_rank": 16,
-    "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "answer_loss": "choices",
     "learning_rate": 3e-4,
     "batch_size": 8,
     "max_steps": 300,
@@ -82,7 +95,7 @@ DEMO_BASES: dict[str, DemoBase] = {
         relations=DEMO_RELATIONS,
     ),
     "small-real": DemoBase(
-        description="the small real base (the pretrained Gemma 3 270M, frozen; LoRA adapters trained)",
+        description="the small real base (the pretrained Gemma 3 270M, frozen; describe stage, then LoRA adapters)",
         build=lambda output_dir, seed: cached_small_real_base(seed=seed),
         recipe=SMALL_REAL_RECIPE,
         relations=SYNTH_RELATIONS,
@@ -92,15 +105,22 @@ DEMO_BASES: dict[str, DemoBase] = {
 RELOAD_SCRIPT = """
 import json, sys
 sys.modules["theworld"] = None  # the reload must work with transformers alone
+import torch
 from PIL import Image
 from transformers import AutoModel, AutoProcessor
 checkpoint, image_path, messages = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+choices = json.loads(sys.argv[4])  # {answer: its first token id} to answer by choice, or null to generate
 model = AutoModel.from_pretrained(checkpoint, trust_remote_code=True)
 processor = AutoProcessor.from_pretrained(checkpoint, trust_remote_code=True)
 prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
 inputs = processor(text=prompt, images=Image.open(image_path), add_special_tokens=False, return_tensors="pt")
-output = model.generate(**inputs, max_new_tokens=4, do_sample=False)
-answer = processor.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+if choices:
+    with torch.no_grad():
+        logits = model(**inputs, logits_to_keep=1).logits[0, -1]
+    answer = max(choices, key=lambda name: logits[choices[name]].item())
+else:
+    output = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    answer = processor.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 print(json.dumps({"class": type(model).__module__ + "." + type(model).__name__, "answer": answer}))
 """
 
@@ -129,12 +149,16 @@ class DemoConfig:
             self.recipe = dict(DEMO_BASES[self.base].recipe)
 
 
-def reload_in_fresh_process(checkpoint: Path, image_path: Path, caption: str) -> dict[str, str]:
-    """Answers one question in a new Python process that cannot import `theworld` (transformers alone)."""
+def reload_in_fresh_process(
+    checkpoint: Path, image_path: Path, caption: str, choices: dict[str, int] | None = None
+) -> dict[str, str]:
+    """Answers one question in a new Python process that cannot import `theworld` (transformers alone): generated,
+    or with `choices` ({answer: its first token id}) the answer whose first token scores higher."""
+    arguments = [str(checkpoint), str(image_path), json.dumps(vsr_messages(caption)), json.dumps(choices)]
     with tempfile.TemporaryDirectory() as modules_cache:
         environment = {**os.environ, "HF_MODULES_CACHE": modules_cache, "HF_HUB_OFFLINE": "1"}
         completed = subprocess.run(
-            [sys.executable, "-c", RELOAD_SCRIPT, str(checkpoint), str(image_path), json.dumps(vsr_messages(caption))],
+            [sys.executable, "-c", RELOAD_SCRIPT, *arguments],
             capture_output=True,
             text=True,
             env=environment,
@@ -145,8 +169,35 @@ def reload_in_fresh_process(checkpoint: Path, image_path: Path, caption: str) ->
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
+def learning_curves_markdown(histories: dict[str, dict[str, list]]) -> str:
+    """One row per split: the describe stage's end (if any), then at each dev evaluation its accuracy and the training
+    loss averaged over the steps since the one before."""
+    rows = []
+    for split, history in histories.items():
+        describe = "-"
+        if history.get("describe_dev_token_accuracy"):
+            words, scenes = (
+                history["describe_dev_token_accuracy"][-1][1],
+                history["describe_dev_sentence_accuracy"][-1][1],
+            )
+            describe = f"{words:.1%} words, {scenes:.1%} scenes exact"
+        losses = [loss for _, loss in history["loss"]]
+        curve, previous = [], 0
+        for step, accuracy in history["dev_accuracy"]:
+            window = losses[previous:step]
+            curve.append(f"{step}: {accuracy:.1%} ({sum(window) / len(window):.3f})")
+            previous = step
+        rows.append([split, describe, ", ".join(curve) or "-"])
+    header = ["split", "describe stage (dev)", "step: dev accuracy (mean training loss since the last)"]
+    return markdown_table(header, rows)
+
+
 def summary_markdown(
-    reports: dict[str, dict[str, Any]], reload: dict[str, str], timings: dict[str, float], config: DemoConfig
+    reports: dict[str, dict[str, Any]],
+    histories: dict[str, dict[str, list]],
+    reload: dict[str, str],
+    timings: dict[str, float],
+    config: DemoConfig,
 ) -> str:
     lines = [
         "# TheWorld offline demo",
@@ -171,7 +222,11 @@ def summary_markdown(
         ),
         "",
         f'Fresh-process reload ({reload["class"]}): asked "{reload["caption"]}" (label {reload["label"]}), '
-        f"answered {reload['answer']!r}.",
+        f"answered {reload['answer']!r} (by {reload['answer_by']}).",
+        "",
+        "## Learning curves",
+        "",
+        learning_curves_markdown(histories),
         "",
         markdown_table(["stage", "seconds"], [[stage, f"{seconds:.1f}"] for stage, seconds in timings.items()], 1),
         "",
@@ -210,37 +265,43 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     }
     timed("synthetic VSR data", started)
 
-    reports = {}
+    reports, histories = {}, {}
     for split, data_dir in data.items():
         run_dir = output_dir if split == "random" else output_dir / split
-        started = time.perf_counter()
-        result = train(
-            TrainingConfig(
-                gemma=str(gemma),
-                world_encoder_path=str(cosmos),
-                data_dir=data_dir,
-                output_dir=run_dir,
-                seed=config.seed,
-                progress=config.progress,
-                **config.recipe,
-            )
+        training = TrainingConfig(
+            gemma=str(gemma),
+            world_encoder_path=str(cosmos),
+            data_dir=data_dir,
+            output_dir=run_dir,
+            seed=config.seed,
+            progress=config.progress,
+            **config.recipe,
         )
+        started = time.perf_counter()
+        result = train(training)
+        histories[split] = result.history
         timed(f"training ({split} split, {result.steps} steps)", started)
 
         started = time.perf_counter()
         model = TheWorld.from_pretrained(result.checkpoint)
         processor = TheWorldProcessor.from_pretrained(result.checkpoint)
+        answer_by = ANSWER_BY_LOSS[training.answer_loss]
         test = load_vsr_split(data_dir / "test.jsonl", data_dir / "images").examples
-        reports[f"{split}/test"] = world_ablation_report(model, processor, test, progress=config.progress)
+        reports[f"{split}/test"] = world_ablation_report(
+            model, processor, test, answer_by=answer_by, progress=config.progress
+        )
         timed(f"evaluation ({split} test, world on and ablated)", started)
     write_reports(reports, output_dir / "eval.json")
 
     started = time.perf_counter()
     example = load_vsr_split(data["random"] / "test.jsonl", data["random"] / "images").examples[0]
-    reload = reload_in_fresh_process(output_dir / "checkpoint", example.image_path, example.caption)
-    reload.update(caption=example.caption, label=str(example.label))
+    choices = (
+        dict(zip(ANSWERS, answer_token_ids(processor.tokenizer), strict=True)) if answer_by == "choices" else None
+    )
+    reload = reload_in_fresh_process(output_dir / "checkpoint", example.image_path, example.caption, choices)
+    reload.update(caption=example.caption, label=str(example.label), answer_by=answer_by)
     timed("reload in a fresh process + one answer", started)
 
-    summary = summary_markdown(reports, reload, timings, config)
+    summary = summary_markdown(reports, histories, reload, timings, config)
     (output_dir / "summary.md").write_text(summary)
-    return {"reports": reports, "reload": reload, "timings": timings, "summary": summary}
+    return {"reports": reports, "histories": histories, "reload": reload, "timings": timings, "summary": summary}

@@ -27,7 +27,7 @@ from .checkpoint import prune_step_checkpoints, read_training_state, save_checkp
 from .choice_loss import answer_choice_loss
 from .collation import VSRCollator, VSRTrainingDataset
 from .describe import describe_world, described_scenes
-from .evaluate import evaluate_vsr
+from .evaluate import ANSWER_BY_LOSS, evaluate_vsr
 from .latent_cache import WorldLatentCache
 from .plots import plot_curves
 
@@ -244,7 +244,7 @@ def train(config: TrainingConfig) -> TrainingResult:
         collate_fn=VSRCollator(processor.tokenizer.pad_token_id),
     )
     answer_ids = torch.tensor(answer_token_ids(processor.tokenizer)) if config.answer_loss == "choices" else None
-    answer_by = "choices" if config.answer_loss == "choices" else "generation"  # dev accuracy as the loss trains it
+    answer_by = ANSWER_BY_LOSS[config.answer_loss]  # dev accuracy as the loss trains it
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
