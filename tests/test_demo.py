@@ -6,8 +6,17 @@ from pathlib import Path
 import pytest
 
 from theworld import TheWorld, TheWorldProcessor
+from theworld import demo as demo_module
 from theworld.data import SYNTH_RELATIONS, load_vsr_split
-from theworld.demo import DEMO_RECIPE, DEMO_RELATIONS, SMALL_REAL_RECIPE, DemoConfig, reload_in_fresh_process, run_demo
+from theworld.demo import (
+    DEMO_RECIPE,
+    DEMO_RELATIONS,
+    SMALL_REAL_RECIPE,
+    DemoConfig,
+    reload_in_fresh_process,
+    run_demo,
+    run_demo_seeds,
+)
 from theworld.prompt import answer_token_ids
 from theworld.testing.tiny_vae import QUICK_STEPS
 from theworld.training import evaluate_vsr, parse_answer
@@ -92,6 +101,25 @@ def test_demo_reload_can_answer_by_choice(demo):
     choices = dict(zip(("no", "yes"), answer_token_ids(processor.tokenizer), strict=True))
     reload = reload_in_fresh_process(output_dir / "checkpoint", example.image_path, example.caption, choices)
     assert reload["answer"] == ("no", "yes")[label]
+
+
+def test_demo_over_seeds_tables_each_finished_seed_without_running_it_again(demo, tmp_path, monkeypatch):
+    output_dir, result = demo
+    for seed in (0, 1):
+        (tmp_path / f"seed-{seed}").symlink_to(output_dir)
+    monkeypatch.setattr(demo_module, "run_demo", lambda config: pytest.fail(f"ran seed {config.seed} again"))
+    summary = run_demo_seeds(DemoConfig(output_dir=tmp_path), [0, 1])
+    assert (tmp_path / "seeds.md").read_text() == summary
+    for test_set, report in result["reports"].items():
+        table = summary.split(f"## {test_set}: world on / world ablated")[1].split("##")[0]
+        on, off = report["world"]["accuracy"], report["world_ablated"]["accuracy"]
+        assert (
+            f"| **overall** | {TEST_EXAMPLES} | {on:.1%} / {off:.1%} | {on:.1%} / {off:.1%} | {on:.1%} / {off:.1%} |"
+            in table
+        )
+        for relation, score in report["world"]["per_relation"].items():
+            assert f"| {relation} | {score['total']} | {score['accuracy']:.1%} / " in table
+    assert "| seed 1, zero-shot | - | 50: " in summary.split("## Learning curves")[1]
 
 
 def test_each_demo_base_brings_its_recipe_and_relations(tmp_path):

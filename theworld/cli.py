@@ -157,6 +157,14 @@ def _demo(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the bases, the data and the training run")
     parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        metavar="SEED",
+        help="run the demo once per seed into OUTPUT_DIR/seed-SEED and write OUTPUT_DIR/seeds.md, the test accuracy "
+        "per relation of every seed (a seed finished there already is not run again)",
+    )
+    parser.add_argument(
         "--relations",
         nargs="+",
         metavar="RELATION",
@@ -167,12 +175,16 @@ def _demo(parser: argparse.ArgumentParser) -> None:
 
     def run(args: argparse.Namespace) -> None:
         from .data import SYNTH_RELATIONS
-        from .demo import DemoConfig, run_demo
+        from .demo import DemoConfig, run_demo, run_demo_seeds
 
         relations = SYNTH_RELATIONS if args.all_relations else tuple(args.relations) if args.relations else None
         config = DemoConfig(
             output_dir=args.output_dir, base=args.base, seed=args.seed, relations=relations, progress=args.progress
         )
+        if args.seeds:
+            print(run_demo_seeds(config, args.seeds))
+            print(f"wrote {args.output_dir}/seeds.md and a demo folder per seed")
+            return
         result = run_demo(config)
         print(result["summary"])
         print(f"wrote {args.output_dir}/checkpoint, eval.json, eval.md, summary.md, loss.png, accuracy.png")

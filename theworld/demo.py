@@ -11,12 +11,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .data import SYNTH_RELATIONS, load_vsr_split, synthesize_vsr
+from .hub.files import HISTORY_NAME
 from .markdown import markdown_table
 from .modeling_theworld import TheWorld
 from .processing_theworld import TheWorldProcessor
@@ -102,6 +103,11 @@ DEMO_BASES: dict[str, DemoBase] = {
     ),
 }
 
+SPLITS = ("random", "zero-shot")  # the synthetic splits the demo trains and tests on, each on its own
+EVAL_NAME = "eval.json"
+SUMMARY_NAME = "summary.md"
+SEEDS_SUMMARY_NAME = "seeds.md"
+
 RELOAD_SCRIPT = """
 import json, sys
 sys.modules["theworld"] = None  # the reload must work with transformers alone
@@ -147,6 +153,11 @@ class DemoConfig:
             self.relations = DEMO_BASES[self.base].relations
         if self.recipe is None:
             self.recipe = dict(DEMO_BASES[self.base].recipe)
+
+
+def split_run_dir(output_dir: Path, split: str) -> Path:
+    """Where the demo trains on a split: the random split's run is the demo's folder itself."""
+    return output_dir if split == SPLITS[0] else output_dir / split
 
 
 def reload_in_fresh_process(
@@ -261,13 +272,13 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
             zero_shot=split == "zero-shot",
             relations=config.relations,
         )
-        for split in ("random", "zero-shot")
+        for split in SPLITS
     }
     timed("synthetic VSR data", started)
 
     reports, histories = {}, {}
     for split, data_dir in data.items():
-        run_dir = output_dir if split == "random" else output_dir / split
+        run_dir = split_run_dir(output_dir, split)
         training = TrainingConfig(
             gemma=str(gemma),
             world_encoder_path=str(cosmos),
@@ -291,7 +302,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
             model, processor, test, answer_by=answer_by, progress=config.progress
         )
         timed(f"evaluation ({split} test, world on and ablated)", started)
-    write_reports(reports, output_dir / "eval.json")
+    write_reports(reports, output_dir / EVAL_NAME)
 
     started = time.perf_counter()
     example = load_vsr_split(data["random"] / "test.jsonl", data["random"] / "images").examples[0]
@@ -303,5 +314,50 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     timed("reload in a fresh process + one answer", started)
 
     summary = summary_markdown(reports, histories, reload, timings, config)
-    (output_dir / "summary.md").write_text(summary)
+    (output_dir / SUMMARY_NAME).write_text(summary)
     return {"reports": reports, "histories": histories, "reload": reload, "timings": timings, "summary": summary}
+
+
+def seeds_markdown(reports: dict[int, dict[str, dict[str, Any]]], histories: dict[int, dict[str, dict]]) -> str:
+    """Each seed's test accuracy per relation, world on / ablated, and their mean; then each seed's learning curves."""
+    seeds = list(reports)
+    lines = ["# TheWorld offline demo over seeds", ""]
+    for test_set in reports[seeds[0]]:
+        first = reports[seeds[0]][test_set]["world"]
+        groups = [("**overall**", None), *((name, name) for name in first["per_relation"])]
+        rows = []
+        for label, relation in groups:
+            pairs = []
+            for seed in seeds:
+                report = reports[seed][test_set]
+                on, off = (
+                    report[side] if relation is None else report[side]["per_relation"][relation]
+                    for side in ("world", "world_ablated")
+                )
+                pairs.append((on["accuracy"], off["accuracy"]))
+            total = first["total"] if relation is None else first["per_relation"][relation]["total"]
+            cells = [f"{on:.1%} / {off:.1%}" for on, off in pairs]
+            mean = [sum(values) / len(values) for values in zip(*pairs, strict=True)]
+            rows.append([label, total, *cells, f"{mean[0]:.1%} / {mean[1]:.1%}"])
+        header = ["relation", "n", *(f"seed {seed}" for seed in seeds), "mean"]
+        lines += [f"## {test_set}: world on / world ablated", "", markdown_table(header, rows, len(seeds) + 2), ""]
+    curves = {f"seed {seed}, {split}": history for seed in seeds for split, history in histories[seed].items()}
+    lines += ["## Learning curves", "", learning_curves_markdown(curves), ""]
+    return "\n".join(lines)
+
+
+def run_demo_seeds(config: DemoConfig, seeds: Sequence[int]) -> str:
+    """Runs the demo once per seed into `config.output_dir/seed-S` (a seed whose summary is there already is not run
+    again) and writes `seeds.md` there (`seeds_markdown`); returns it."""
+    reports, histories = {}, {}
+    for seed in seeds:
+        seed_dir = Path(config.output_dir) / f"seed-{seed}"
+        if not (seed_dir / SUMMARY_NAME).is_file():
+            run_demo(replace(config, output_dir=seed_dir, seed=seed))
+        reports[seed] = json.loads((seed_dir / EVAL_NAME).read_text())
+        histories[seed] = {
+            split: json.loads((split_run_dir(seed_dir, split) / HISTORY_NAME).read_text()) for split in SPLITS
+        }
+    summary = seeds_markdown(reports, histories)
+    (Path(config.output_dir) / SEEDS_SUMMARY_NAME).write_text(summary)
+    return summary
