@@ -30,9 +30,13 @@ from world_inputs import CHECKPOINT_FILES, make_image
 
 import theworld
 from theworld import TheWorld
+from theworld.data import VSRExample
+from theworld.hub.card import EXAMPLE_CAPTION, build_model_card
 from theworld.hub.files import REMOTE_CODE_FILES
 from theworld.hub.push import push_checkpoint
+from theworld.prompt import ANSWERS
 from theworld.testing.tiny import tiny_gemma_config
+from theworld.training import evaluate_vsr
 
 pytestmark = pytest.mark.usefixtures("online_hub_client")
 
@@ -513,6 +517,22 @@ def test_cli_push_and_info(published: Published, tmp_path: Path) -> None:
     assert f"checkpoint: {CLI_REPO} @ exp (commit {refs['exp']})" in repo_info
     for line in expected_lines:
         assert line in repo_info and line in folder_info, line
+
+
+def test_the_card_of_a_choice_loss_run_answers_by_choice(make_world, tmp_path: Path) -> None:
+    model, processor = make_world()
+    run = tmp_path / "run"
+    model.save_pretrained(run / "checkpoint")
+    processor.save_pretrained(run / "checkpoint")
+    (run / "training_config.json").write_text(json.dumps({"max_steps": 1, "answer_loss": "choices"}))
+    card = build_model_card(run / "checkpoint", str(run / "checkpoint"))
+    assert "| answer_loss | choices |" in card.text
+    snippet = card.text.split("```python\n")[1].split("```")[0]
+    make_image(0).save(tmp_path / "photo.jpg")
+    answer = run_fresh(snippet, cwd=tmp_path).strip().splitlines()[-1]
+    example = VSRExample("photo.jpg", tmp_path / "photo.jpg", EXAMPLE_CAPTION, label=1, relation="left of")
+    chosen = evaluate_vsr(model, processor, [example], answer_by="choices", progress=False).predictions[0]
+    assert answer == ANSWERS[chosen]
 
 
 def test_push_refuses_a_checkpoint_on_local_bases(make_world, tmp_path: Path) -> None:

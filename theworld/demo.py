@@ -21,12 +21,11 @@ from .hub.files import HISTORY_NAME
 from .markdown import markdown_table
 from .modeling_theworld import TheWorld
 from .processing_theworld import TheWorldProcessor
-from .prompt import ANSWERS, answer_token_ids, vsr_messages
+from .prompt import ANSWER_BY_LOSS, ANSWERS, answer_token_ids, vsr_messages
 from .testing.small_real_base import cached_small_real_base
 from .testing.tiny import make_tiny_bases
 from .testing.tiny_vae import DEFAULT_STEPS, cached_trained_tiny_vae
 from .training import (
-    ANSWER_BY_LOSS,
     TrainingConfig,
     markdown_report,
     train,

@@ -6,6 +6,9 @@ from typing import Any
 QUESTION_TEMPLATE = 'Is this statement about the image true or false? "{caption}" Answer True or False.'
 ANSWERS = ("False", "True")  # indexed by the VSR label: 0 = false, 1 = true
 END_OF_TURN = "<end_of_turn>"
+# How a model answers ("generation" or "choices"), by the answer loss it trained with ("tokens" or "choices"): nothing
+# trains what a model trained with the choice loss generates.
+ANSWER_BY_LOSS = {"tokens": "generation", "choices": "choices"}
 
 
 def vsr_messages(caption: str) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..markdown import markdown_table
-from ..prompt import QUESTION_TEMPLATE
+from ..prompt import ANSWER_BY_LOSS, ANSWERS, QUESTION_TEMPLATE
 from .files import (
     HISTORY_NAME,
     REMOTE_CODE_FILES,
@@ -40,6 +40,7 @@ TRAINING_SETTINGS = (
     "dtype",
     "mixed_precision",
     "use_latent_cache",
+    "answer_loss",
 )
 LORA_SETTINGS = ("lora_rank", "lora_alpha", "lora_target_modules")
 DESCRIBE_SETTINGS = ("describe_steps", "describe_learning_rate", "freeze_world_projector")
@@ -154,7 +155,7 @@ def build_model_card(
         training=training_table(read_json(files, TRAINING_CONFIG_NAME), read_json(files, HISTORY_NAME)),
         results=results_table(info),
         categories=category_tables(info.evaluation or {}),
-        usage=usage_snippet(repo_id),
+        usage=usage_snippet(repo_id, run_answer_by(read_json(files, TRAINING_CONFIG_NAME))),
         code=markdown_table(["file", "sha256"], [[f"`{n}`", f"`{d}`"] for n, d in info.code_digests.items()]),
         code_files=" ".join(REMOTE_CODE_FILES),
         code_count=len(REMOTE_CODE_FILES),
@@ -254,9 +255,26 @@ def example_question() -> str:
     return QUESTION_TEMPLATE.format(caption=EXAMPLE_CAPTION)
 
 
-def usage_snippet(repo_id: str) -> str:
-    """Python that loads the model with transformers alone and answers one question in the training prompt format."""
-    return f"""from PIL import Image
+def run_answer_by(training: dict[str, Any] | None) -> str:
+    """How the run's model answers ("generation" or "choices"), by the answer loss it trained with."""
+    return ANSWER_BY_LOSS[(training or {}).get("answer_loss", "tokens")]
+
+
+def usage_snippet(repo_id: str, answer_by: str = "generation") -> str:
+    """Python that loads the model with transformers alone and answers one question in the training prompt format:
+    generated, or for a model trained with the choice loss the answer whose first token scores higher."""
+    imports = ""
+    if answer_by == "choices":
+        imports = "import torch\n"
+        answer = f"""answers = {list(ANSWERS)!r}  # trained to choose between their first tokens, not to generate
+first_tokens = [processor.tokenizer.encode(answer, add_special_tokens=False)[0] for answer in answers]
+with torch.no_grad():
+    logits = model(**inputs, logits_to_keep=1).logits[0, -1]
+print(answers[int(logits[first_tokens].argmax())])"""
+    else:
+        answer = f"""output = model.generate(**inputs, max_new_tokens={MAX_NEW_TOKENS}, do_sample=False)
+print(processor.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))"""
+    return f"""{imports}from PIL import Image
 from transformers import AutoModel, AutoProcessor
 
 model = AutoModel.from_pretrained("{repo_id}", trust_remote_code=True)
@@ -268,5 +286,4 @@ messages = [{{"role": "user", "content": [{{"type": "image", "image": image}}, {
 inputs = processor.apply_chat_template(
     messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
 )
-output = model.generate(**inputs, max_new_tokens={MAX_NEW_TOKENS}, do_sample=False)
-print(processor.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))"""
+{answer}"""

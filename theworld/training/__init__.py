@@ -3,7 +3,6 @@
 from ..prompt import parse_answer, vsr_messages, vsr_prompt
 from .checkpoint import save_checkpoint
 from .evaluate import (
-    ANSWER_BY_LOSS,
     EvalResult,
     EvaluationConfig,
     evaluate_vsr,
@@ -15,7 +14,6 @@ from .latent_cache import WorldLatentCache
 from .train import TrainingConfig, TrainingResult, train
 
 __all__ = [
-    "ANSWER_BY_LOSS",
     "EvalResult",
     "EvaluationConfig",
     "TrainingConfig",

@@ -23,8 +23,6 @@ ANSWER_BY_HELP = (
     "generation: the greedy answer, parsed; choices: the answer whose first token scores higher where the answer "
     "starts (for a model trained with --answer-loss choices)"
 )
-# How a model answers, by the answer loss it trained with: nothing trains what a choice-loss model generates.
-ANSWER_BY_LOSS: dict[str, AnswerBy] = {"tokens": "generation", "choices": "choices"}
 
 
 @dataclass
@@ -180,7 +178,6 @@ def write_reports(reports: dict[str, dict[str, Any]], output: str | os.PathLike)
 
 
 __all__ = [
-    "ANSWER_BY_LOSS",
     "EvalResult",
     "EvaluationConfig",
     "Score",

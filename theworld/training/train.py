@@ -22,12 +22,12 @@ from ..hub.files import HISTORY_NAME, TRAINING_CONFIG_NAME, TRAINING_STATE_DIR
 from ..loading_theworld import LORA_TARGET_MODULES, lora_arguments
 from ..modeling_theworld import TheWorld
 from ..processing_theworld import TheWorldProcessor
-from ..prompt import answer_token_ids
+from ..prompt import ANSWER_BY_LOSS, answer_token_ids
 from .checkpoint import prune_step_checkpoints, read_training_state, save_checkpoint
 from .choice_loss import answer_choice_loss
 from .collation import VSRCollator, VSRTrainingDataset
 from .describe import describe_world, described_scenes
-from .evaluate import ANSWER_BY_LOSS, evaluate_vsr
+from .evaluate import evaluate_vsr
 from .latent_cache import WorldLatentCache
 from .plots import plot_curves
 
