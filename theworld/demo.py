@@ -25,13 +25,7 @@ from .prompt import ANSWER_BY_LOSS, ANSWERS, answer_token_ids, vsr_messages
 from .testing.small_real_base import cached_small_real_base
 from .testing.tiny import make_tiny_bases
 from .testing.tiny_vae import DEFAULT_STEPS, cached_trained_tiny_vae
-from .training import (
-    TrainingConfig,
-    markdown_report,
-    train,
-    world_ablation_report,
-    write_reports,
-)
+from .training import TrainingConfig, markdown_report, train, world_ablation_report, write_reports
 
 # The default recipe for the tiny stand-in bases (see the README for the recipe on real weights): one global world
 # token (the whole 8x8 latent flattened) and the random tiny language model trained along with the projector.

@@ -132,6 +132,7 @@ def build_model_card(
     if code_folder is not None:
         info = replace(info, code_digests=remote_code_digests(lambda name: Path(code_folder, name).read_bytes()))
     model_name = repo_id.split("/")[-1]
+    training = read_json(files, TRAINING_CONFIG_NAME)
     card_data = ModelCardData(
         model_name=model_name,
         library_name="transformers",
@@ -152,10 +153,10 @@ def build_model_card(
         model_name=model_name,
         info=info,
         bases=bases_table(info),
-        training=training_table(read_json(files, TRAINING_CONFIG_NAME), read_json(files, HISTORY_NAME)),
+        training=training_table(training, read_json(files, HISTORY_NAME)),
         results=results_table(info),
         categories=category_tables(info.evaluation or {}),
-        usage=usage_snippet(repo_id, run_answer_by(read_json(files, TRAINING_CONFIG_NAME))),
+        usage=usage_snippet(repo_id, run_answer_by(training)),
         code=markdown_table(["file", "sha256"], [[f"`{n}`", f"`{d}`"] for n, d in info.code_digests.items()]),
         code_files=" ".join(REMOTE_CODE_FILES),
         code_count=len(REMOTE_CODE_FILES),

@@ -2,14 +2,7 @@
 
 from ..prompt import parse_answer, vsr_messages, vsr_prompt
 from .checkpoint import save_checkpoint
-from .evaluate import (
-    EvalResult,
-    EvaluationConfig,
-    evaluate_vsr,
-    markdown_report,
-    world_ablation_report,
-    write_reports,
-)
+from .evaluate import EvalResult, EvaluationConfig, evaluate_vsr, markdown_report, world_ablation_report, write_reports
 from .latent_cache import WorldLatentCache
 from .train import TrainingConfig, TrainingResult, train
 

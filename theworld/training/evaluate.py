@@ -108,8 +108,7 @@ def evaluate_vsr(
             images = [load_image(example.image_path) for example in batch]
             inputs = vsr_inputs(processor, captions, images, padding=True).to(model.device)
             if answer_by == "choices":
-                with torch.no_grad():
-                    logits = model(**inputs, ablate_world=ablate_world, logits_to_keep=1).logits[:, -1]  # (b, vocab)
+                logits = model(**inputs, ablate_world=ablate_world, logits_to_keep=1).logits[:, -1]  # (b, vocab)
                 labels = logits[:, answer_ids.to(logits.device)].argmax(-1).tolist()
             else:
                 generated = model.generate(
