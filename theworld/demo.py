@@ -48,9 +48,10 @@ DEMO_RECIPE: dict[str, Any] = {
 DEMO_RELATIONS: tuple[str, ...] = ("close to", "far away from")
 
 # The recipe for the small real base: the pretrained language model stays frozen. A describe stage first teaches the
-# grid-transformer projector to write each scene's relations as a sentence into an 8 x 8 grid of world tokens; the
+# grid-transformer projector to write each scene's relations as sentences into an 8 x 8 grid of world tokens; the
 # projector then stays as it is while LoRA adapters on the attention learn the task with the choice loss ("False"
-# against "True"). See the README for what it reaches and why.
+# against "True"). The demo's describe stage learns from the random split's scenes, which show every concept, on both
+# splits (an alignment set apart from the task's data). See the README for what it reaches and why.
 SMALL_REAL_RECIPE: dict[str, Any] = {
     "world_image_size": 64,
     "world_grid_size": 8,
@@ -276,6 +277,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
             gemma=str(gemma),
             world_encoder_path=str(cosmos),
             data_dir=data_dir,
+            describe_data_dir=data["random"],
             output_dir=run_dir,
             seed=config.seed,
             progress=config.progress,

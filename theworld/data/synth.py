@@ -51,6 +51,8 @@ OPPOSITE: dict[str, str] = {
     "far away from": "close to",
 }
 SYNTH_RELATIONS: tuple[str, ...] = tuple(OPPOSITE)
+# Each relation with its two objects swapped: "The A is left of the B." says what "The B is right of the A." says.
+CONVERSE: dict[str, str] = {**OPPOSITE, "close to": "close to", "far away from": "far away from"}
 
 # Zero-shot partition: group g holds the concepts (COLOURS[(g + k) % 6], SHAPES[k]) for k = 0..3, so
 # groups are disjoint, each group has 4 colours and 4 shapes, and every colour and shape is seen in
@@ -144,20 +146,24 @@ def relation_holds(relation: str, subj: SceneObject, obj: SceneObject, image_siz
 
 
 def describe_scene(objects: Sequence[SceneObject], image_size: int = 64) -> str:
-    """Three sentences about a two-object scene, in the captions' own words, that settle every caption the data set can
-    ask about it: a true caption is one of them or one of them the other way round ("The blue square is right of the
-    red circle." for "The red circle is left of the blue square."), and a false one is neither.
+    """Six sentences about a two-object scene, in the captions' own words, that hold every caption the data set can
+    ask about it that is true: each relation once with the object further left named first, then the other way round.
 
-    The object further left is named first, e.g. "The red circle is left of the blue square. The red circle is above
-    the blue square. The red circle is far away from the blue square." Left and right, above and below compare the
-    centres; close to and far away from split at the middle of their two thresholds.
+    E.g. "The red circle is left of the blue square. The blue square is right of the red circle. The red circle is
+    above the blue square. The blue square is below the red circle. The red circle is far away from the blue square.
+    The blue square is far away from the red circle." A true caption is one of them word for word, a false one is none.
+    Left and right, above and below compare the centres; close to and far away from split at the middle of their two
+    thresholds.
     """
     first, second = sorted(objects, key=lambda item: (item.box[0] + item.box[2], item.box[1] + item.box[3]))
     geometry = _Geometry.for_size(image_size)
     vertical = "above" if first.box[1] + first.box[3] < second.box[1] + second.box[3] else "below"
     distance = "close to" if _gap(first.box, second.box) < (geometry.near + geometry.far) / 2 else "far away from"
-    relations = ("left of", vertical, distance)
-    return " ".join(f"The {first.name} is {relation} the {second.name}." for relation in relations)
+    sentences = []
+    for relation in ("left of", vertical, distance):
+        sentences.append(f"The {first.name} is {relation} the {second.name}.")
+        sentences.append(f"The {second.name} is {CONVERSE[relation]} the {first.name}.")
+    return " ".join(sentences)
 
 
 def _random_box(rng: random.Random, geometry: _Geometry, image_size: int) -> tuple[int, int, int, int]:

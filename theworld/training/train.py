@@ -91,6 +91,13 @@ class TrainingConfig:
         },
     )
     describe_learning_rate: float = field(default=2e-3, metadata={"help": "peak learning rate of the describe stage"})
+    describe_data_dir: Path | None = field(
+        default=None,
+        metadata={
+            "help": "synthetic data set whose train.jsonl and dev.jsonl scenes (images in its images/) the describe "
+            "stage learns from, e.g. scenes of every concept as an alignment set (default: DATA_DIR and IMAGES_DIR)"
+        },
+    )
     freeze_world_projector: bool = field(
         default=False,
         metadata={
@@ -135,6 +142,8 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         self.data_dir, self.output_dir = Path(self.data_dir), Path(self.output_dir)
         self.images_dir = Path(self.images_dir) if self.images_dir is not None else self.data_dir / "images"
+        if self.describe_data_dir is not None:
+            self.describe_data_dir = Path(self.describe_data_dir)
         if self.latent_cache_dir is not None:
             self.latent_cache_dir = Path(self.latent_cache_dir)
 
@@ -220,11 +229,15 @@ def train(config: TrainingConfig) -> TrainingResult:
 
     step, history = 0, {"loss": [], "dev_accuracy": []}
     if config.describe_steps and resume_from is None:
-        dev_scenes = described_scenes(config.data_dir / "dev.jsonl", config.images_dir) if dev_examples else []
+        describe_dir, describe_images = config.data_dir, config.images_dir
+        if config.describe_data_dir is not None:
+            describe_dir, describe_images = config.describe_data_dir, config.describe_data_dir / "images"
+        dev_path = describe_dir / "dev.jsonl"
+        dev_scenes = described_scenes(dev_path, describe_images) if dev_path.exists() else []
         history |= describe_world(
             model,
             processor,
-            described_scenes(config.data_dir / "train.jsonl", config.images_dir),
+            described_scenes(describe_dir / "train.jsonl", describe_images),
             dev_scenes[: config.eval_examples],
             config.describe_steps,
             config.describe_learning_rate,
