@@ -146,24 +146,23 @@ def relation_holds(relation: str, subj: SceneObject, obj: SceneObject, image_siz
 
 
 def describe_scene(objects: Sequence[SceneObject], image_size: int = 64) -> str:
-    """Six sentences about a two-object scene, in the captions' own words, that hold every caption the data set can
-    ask about it that is true: each relation once with the object further left named first, then the other way round.
+    """Three sentences about a two-object scene, in the captions' own words, that settle every caption the data set can
+    ask about it: a true caption is one of them or one of them the other way round ("The blue square is right of the
+    red circle." for "The red circle is left of the blue square."), and a false one is neither.
 
-    E.g. "The red circle is left of the blue square. The blue square is right of the red circle. The red circle is
-    above the blue square. The blue square is below the red circle. The red circle is far away from the blue square.
-    The blue square is far away from the red circle." A true caption is one of them word for word, a false one is none.
-    Left and right, above and below compare the centres; close to and far away from split at the middle of their two
-    thresholds.
+    Each relation has one word, with the objects in its order: the object further left first, then the higher one,
+    e.g. "The red circle is left of the blue square. The blue square is above the red circle. The red circle is far
+    away from the blue square." Left and right, above and below compare the centres; close to and far away from split
+    at the middle of their two thresholds.
     """
-    first, second = sorted(objects, key=lambda item: (item.box[0] + item.box[2], item.box[1] + item.box[3]))
+    left, right = sorted(objects, key=lambda item: (item.box[0] + item.box[2], item.box[1] + item.box[3]))
+    upper, lower = sorted(objects, key=lambda item: (item.box[1] + item.box[3], item.box[0] + item.box[2]))
     geometry = _Geometry.for_size(image_size)
-    vertical = "above" if first.box[1] + first.box[3] < second.box[1] + second.box[3] else "below"
-    distance = "close to" if _gap(first.box, second.box) < (geometry.near + geometry.far) / 2 else "far away from"
-    sentences = []
-    for relation in ("left of", vertical, distance):
-        sentences.append(f"The {first.name} is {relation} the {second.name}.")
-        sentences.append(f"The {second.name} is {CONVERSE[relation]} the {first.name}.")
-    return " ".join(sentences)
+    distance = "close to" if _gap(left.box, right.box) < (geometry.near + geometry.far) / 2 else "far away from"
+    return (
+        f"The {left.name} is left of the {right.name}. The {upper.name} is above the {lower.name}. "
+        f"The {left.name} is {distance} the {right.name}."
+    )
 
 
 def _random_box(rng: random.Random, geometry: _Geometry, image_size: int) -> tuple[int, int, int, int]:
