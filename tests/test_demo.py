@@ -26,10 +26,16 @@ TEST_EXAMPLES = 128
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demos' cache: the trained tiny VAE is built once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory, demo_cache: Path) -> tuple[Path, dict]:
     output_dir = tmp_path_factory.mktemp("demo")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("THEWORLD_CACHE", str(tmp_path_factory.mktemp("cache")))
+        patch.setenv("THEWORLD_CACHE", str(demo_cache))
         recipe = {**DEMO_RECIPE, "eval_every": 50, "eval_examples": 32}
         config = DemoConfig(
             output_dir=output_dir,
@@ -120,6 +126,26 @@ def test_demo_over_seeds_tables_each_finished_seed_without_running_it_again(demo
         for relation, score in report["world"]["per_relation"].items():
             assert f"| {relation} | {score['total']} | {score['accuracy']:.1%} / " in table
     assert "| seed 1, zero-shot | - | 50: " in summary.split("## Learning curves")[1]
+
+
+def test_demo_runs_only_the_splits_asked_for(demo_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("THEWORLD_CACHE", str(demo_cache))
+    recipe = {**DEMO_RECIPE, "eval_every": None}
+    sizes = {"n_train": 64, "n_dev": 8, "n_test": 16}
+    config = DemoConfig(tmp_path, splits=("zero-shot",), recipe=recipe, vae_steps=QUICK_STEPS, progress=False, **sizes)
+    result = run_demo(config)
+    assert set(json.loads((tmp_path / "eval.json").read_text())) == {"zero-shot/test"}
+    assert (tmp_path / "zero-shot" / "checkpoint" / "model.safetensors").is_file()
+    assert not (tmp_path / "checkpoint").exists()
+    zero_shot = load_vsr_split(
+        tmp_path / "data" / "zero-shot" / "test.jsonl", tmp_path / "data" / "zero-shot" / "images"
+    )
+    assert result["reload"]["caption"] == zero_shot.examples[0].caption
+    # Its describe stage (if the recipe has one) learns from the random split's scenes, which show every concept.
+    training = json.loads((tmp_path / "zero-shot" / "training_config.json").read_text())
+    assert training["describe_data_dir"] == str(tmp_path / "data" / "random")
+    with pytest.raises(ValueError, match=r"Unknown demo splits \['val'\]; choose among random, zero-shot"):
+        DemoConfig(output_dir=tmp_path, splits=("zero-shot", "val"))
 
 
 def test_each_demo_base_brings_its_recipe_and_relations(tmp_path):

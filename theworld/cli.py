@@ -171,15 +171,26 @@ def _demo(parser: argparse.ArgumentParser) -> None:
         help='caption relations (default: "close to" "far away from" on the tiny base, all six on small-real)',
     )
     parser.add_argument("--all-relations", action="store_true", help="captions with every synthetic relation")
+    parser.add_argument(
+        "--splits",
+        nargs="+",
+        metavar="SPLIT",
+        help="synthetic splits to train and test on, each on its own: random, zero-shot (default: both)",
+    )
     parser.add_argument("--quiet", dest="progress", action="store_false", help="no progress bars")
 
     def run(args: argparse.Namespace) -> None:
         from .data import SYNTH_RELATIONS
-        from .demo import DemoConfig, run_demo, run_demo_seeds
+        from .demo import SPLITS, DemoConfig, run_demo, run_demo_seeds
 
         relations = SYNTH_RELATIONS if args.all_relations else tuple(args.relations) if args.relations else None
         config = DemoConfig(
-            output_dir=args.output_dir, base=args.base, seed=args.seed, relations=relations, progress=args.progress
+            output_dir=args.output_dir,
+            base=args.base,
+            seed=args.seed,
+            relations=relations,
+            splits=tuple(args.splits or SPLITS),
+            progress=args.progress,
         )
         if args.seeds:
             print(run_demo_seeds(config, args.seeds))

@@ -136,6 +136,7 @@ class DemoConfig:
     n_dev: int = 200
     n_test: int = 400
     relations: tuple[str, ...] | None = None
+    splits: tuple[str, ...] = SPLITS
     recipe: dict[str, Any] | None = None
     vae_steps: int = DEFAULT_STEPS
     progress: bool = True
@@ -143,6 +144,9 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if self.base not in DEMO_BASES:
             raise ValueError(f"Unknown demo base {self.base!r}; choose one of {', '.join(DEMO_BASES)}")
+        unknown = sorted(set(self.splits) - set(SPLITS))
+        if unknown or not self.splits:
+            raise ValueError(f"Unknown demo splits {unknown or list(self.splits)}; choose among {', '.join(SPLITS)}")
         if self.relations is None:
             self.relations = DEMO_BASES[self.base].relations
         if self.recipe is None:
@@ -271,8 +275,8 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     timed("synthetic VSR data", started)
 
     reports, histories = {}, {}
-    for split, data_dir in data.items():
-        run_dir = split_run_dir(output_dir, split)
+    for split in config.splits:
+        data_dir, run_dir = data[split], split_run_dir(output_dir, split)
         training = TrainingConfig(
             gemma=str(gemma),
             world_encoder_path=str(cosmos),
@@ -300,11 +304,13 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     write_reports(reports, output_dir / EVAL_NAME)
 
     started = time.perf_counter()
-    example = load_vsr_split(data["random"] / "test.jsonl", data["random"] / "images").examples[0]
+    reloaded = config.splits[0]  # its checkpoint answers its first test question in a fresh process
+    example = load_vsr_split(data[reloaded] / "test.jsonl", data[reloaded] / "images").examples[0]
     choices = (
         dict(zip(ANSWERS, answer_token_ids(processor.tokenizer), strict=True)) if answer_by == "choices" else None
     )
-    reload = reload_in_fresh_process(output_dir / "checkpoint", example.image_path, example.caption, choices)
+    checkpoint = split_run_dir(output_dir, reloaded) / "checkpoint"
+    reload = reload_in_fresh_process(checkpoint, example.image_path, example.caption, choices)
     reload.update(caption=example.caption, label=str(example.label), answer_by=answer_by)
     timed("reload in a fresh process + one answer", started)
 
@@ -351,7 +357,7 @@ def run_demo_seeds(config: DemoConfig, seeds: Sequence[int]) -> str:
             run_demo(replace(config, output_dir=seed_dir, seed=seed))
         reports[seed] = json.loads((seed_dir / EVAL_NAME).read_text())
         histories[seed] = {
-            split: json.loads((split_run_dir(seed_dir, split) / HISTORY_NAME).read_text()) for split in SPLITS
+            split: json.loads((split_run_dir(seed_dir, split) / HISTORY_NAME).read_text()) for split in config.splits
         }
     summary = seeds_markdown(reports, histories)
     (Path(config.output_dir) / SEEDS_SUMMARY_NAME).write_text(summary)

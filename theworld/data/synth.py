@@ -51,8 +51,6 @@ OPPOSITE: dict[str, str] = {
     "far away from": "close to",
 }
 SYNTH_RELATIONS: tuple[str, ...] = tuple(OPPOSITE)
-# Each relation with its two objects swapped: "The A is left of the B." says what "The B is right of the A." says.
-CONVERSE: dict[str, str] = {**OPPOSITE, "close to": "close to", "far away from": "far away from"}
 
 # Zero-shot partition: group g holds the concepts (COLOURS[(g + k) % 6], SHAPES[k]) for k = 0..3, so
 # groups are disjoint, each group has 4 colours and 4 shapes, and every colour and shape is seen in
@@ -150,19 +148,16 @@ def describe_scene(objects: Sequence[SceneObject], image_size: int = 64) -> str:
     ask about it: a true caption is one of them or one of them the other way round ("The blue square is right of the
     red circle." for "The red circle is left of the blue square."), and a false one is neither.
 
-    Each relation has one word, with the objects in its order: the object further left first, then the higher one,
-    e.g. "The red circle is left of the blue square. The blue square is above the red circle. The red circle is far
-    away from the blue square." Left and right, above and below compare the centres; close to and far away from split
-    at the middle of their two thresholds.
+    The object further left is named first, e.g. "The red circle is left of the blue square. The red circle is above
+    the blue square. The red circle is far away from the blue square." Left and right, above and below compare the
+    centres; close to and far away from split at the middle of their two thresholds.
     """
-    left, right = sorted(objects, key=lambda item: (item.box[0] + item.box[2], item.box[1] + item.box[3]))
-    upper, lower = sorted(objects, key=lambda item: (item.box[1] + item.box[3], item.box[0] + item.box[2]))
+    first, second = sorted(objects, key=lambda item: (item.box[0] + item.box[2], item.box[1] + item.box[3]))
     geometry = _Geometry.for_size(image_size)
-    distance = "close to" if _gap(left.box, right.box) < (geometry.near + geometry.far) / 2 else "far away from"
-    return (
-        f"The {left.name} is left of the {right.name}. The {upper.name} is above the {lower.name}. "
-        f"The {left.name} is {distance} the {right.name}."
-    )
+    vertical = "above" if first.box[1] + first.box[3] < second.box[1] + second.box[3] else "below"
+    distance = "close to" if _gap(first.box, second.box) < (geometry.near + geometry.far) / 2 else "far away from"
+    relations = ("left of", vertical, distance)
+    return " ".join(f"The {first.name} is {relation} the {second.name}." for relation in relations)
 
 
 def _random_box(rng: random.Random, geometry: _Geometry, image_size: int) -> tuple[int, int, int, int]:
