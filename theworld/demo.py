@@ -271,6 +271,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
             relations=config.relations,
         )
         for split in SPLITS
+        if split in config.splits or split == "random"  # the describe stage's scenes are the random split's
     }
     timed("synthetic VSR data", started)
 
