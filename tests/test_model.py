@@ -294,6 +294,25 @@ def test_answer_only_logits_give_the_loss_and_gradients_of_full_logits(world):
     model.zero_grad()
 
 
+def test_logits_to_keep_n_gives_the_last_n_positions(world):
+    """An int `logits_to_keep` keeps the last positions, as Gemma 3's slice does (TheWorld passes them by index)."""
+    model, processor = world
+    processor.tokenizer.padding_side = "left"
+    batch = processor(
+        text=[prompt(processor), prompt(processor, OTHER_QUESTION)],
+        images=[[make_image(5)], [make_image(6)]],
+        padding=True,
+        return_tensors="pt",
+    )
+    length = batch["input_ids"].shape[1]
+    with torch.no_grad():
+        full = model(**batch, logits_to_keep=0).logits  # (2, length, vocab)
+        for n in (1, 3, length + 5):
+            kept = model(**batch, logits_to_keep=n).logits
+            assert kept.shape[:2] == (2, min(n, length))
+            torch.testing.assert_close(kept, full[:, -n:], rtol=0, atol=1e-5)
+
+
 def test_loss_ignores_padding_in_a_batch(world):
     model, processor = world
     inputs, labels = answer_example(model, processor)

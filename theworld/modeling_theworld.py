@@ -285,6 +285,12 @@ class TheWorld(TheWorldPreTrainedModel, GenerationMixin):
             # Position t predicts token t + 1: keep the positions whose next token carries a label in some row.
             labelled = (labels[:, 1:] != -100).any(0).nonzero().flatten() if labels is not None else None
             logits_to_keep = labelled if labelled is not None else 0
+        kept = logits_to_keep
+        if isinstance(kept, int) and kept > 0:
+            # The last positions by index: sliced out of a longer batch they are a strided view, which the output
+            # layer's matmul meets by copying its (vocab, hidden) weight once per row (seconds in bf16 on CPU).
+            tokens = input_ids if input_ids is not None else inputs_embeds
+            kept = torch.arange(max(tokens.shape[1] - kept, 0), tokens.shape[1], device=tokens.device)
         if (
             self.config.enable_world
             and position_ids is None
@@ -301,7 +307,7 @@ class TheWorld(TheWorldPreTrainedModel, GenerationMixin):
             position_ids=position_ids,
             token_type_ids=token_type_ids,
             use_cache=use_cache,
-            logits_to_keep=logits_to_keep,
+            logits_to_keep=kept,
             **{CACHE_NAME: cache},
             **kwargs,
         )
