@@ -20,6 +20,9 @@ Implemented (model repos only; ``{repo}`` is ``namespace/name``, ``{rev}`` a bra
   the git blob sha of the current remote file as ``oid`` (so the client skips unchanged files).
 - ``POST /api/models/{repo}/commit/{branch}``: ndjson with ``header``, ``file`` (base64),
   ``deletedFile`` and ``deletedFolder`` lines; honours ``parentCommit`` (412 if not the head).
+- ``GET /api/organizations/{org}/overview``: 404, the Hub's answer for an organisation it does not hold (the fake
+  holds none). Kernel loaders ask it whether a publisher is trusted (``kernels`` for bitsandbytes' CPU kernel, on
+  import where the CPU has AVX512-BF16) and fall back to their own code on the 404.
 - ``POST /api/validate-yaml``: checks the YAML syntax of a README front matter (no metadata schema);
   the client calls it before committing any ``README.md`` (e.g. transformers' ``push_to_hub``).
 - ``HEAD`` / ``GET /{repo}/resolve/{rev}/{path}``: ``hf_hub_download`` and ``file_exists``. Answers
@@ -227,6 +230,8 @@ class FakeHub:
             match method, parts:
                 case "POST", ["api", "repos", "create"]:
                     return self._create_repo(json.loads(body))
+                case "GET", ["api", "organizations", org, "overview"]:
+                    raise HubError(404, f"Organization {org} not found")
                 case "POST", ["api", "validate-yaml"]:
                     return _validate_yaml(json.loads(body)["content"])
                 case "GET", ["api", "models", ns, name]:
