@@ -148,6 +148,20 @@ def test_demo_runs_only_the_splits_asked_for(demo_cache, tmp_path, monkeypatch):
         DemoConfig(output_dir=tmp_path, splits=("zero-shot", "val"))
 
 
+def test_demo_runs_the_describe_stage_once_and_starts_each_split_from_it(demo_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("THEWORLD_CACHE", str(demo_cache))
+    describe = {"world_image_size": 128, "world_grid_size": 16, "projector_type": "transformer", "describe_steps": 2}
+    recipe = {**DEMO_RECIPE, **describe, "eval_every": None, "max_steps": 2}
+    sizes = {"n_train": 32, "n_dev": 8, "n_test": 8}
+    run_demo(DemoConfig(tmp_path, recipe=recipe, vae_steps=QUICK_STEPS, progress=False, **sizes))
+    random_run, zero_shot_run = tmp_path, tmp_path / "zero-shot"
+    assert (random_run / "describe" / "model.safetensors").is_file() and not (zero_shot_run / "describe").exists()
+    training = json.loads((zero_shot_run / "training_config.json").read_text())
+    assert training["describe_from"] == str(random_run / "describe")
+    histories = [json.loads((run / "history.json").read_text()) for run in (random_run, zero_shot_run)]
+    assert len(histories[1]["describe_loss"]) == 2 and histories[1]["describe_loss"] == histories[0]["describe_loss"]
+
+
 def test_each_demo_base_brings_its_recipe_and_relations(tmp_path):
     tiny = DemoConfig(output_dir=tmp_path)
     assert tiny.recipe == DEMO_RECIPE and tiny.relations == DEMO_RELATIONS

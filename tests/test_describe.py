@@ -3,6 +3,7 @@ learns to write it into the world tokens before the VSR task."""
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -163,3 +164,32 @@ def test_describe_stage_refuses_data_without_objects_and_a_grid_too_small(tiny_b
     assert [step for step, _ in aligned.history["describe_loss"]] == [1, 2]
     with pytest.raises(ValueError, match=r"more than the 4 world tokens per image; use a larger world_grid_size"):
         train(describe_config(tiny_bases, vsr_dir, tmp_path / "small-grid", world_grid_size=2))
+
+
+def test_a_run_starts_from_another_runs_describe_stage_as_if_it_had_run_it(tiny_bases, vsr_dir, tmp_path, monkeypatch):
+    ran = train(describe_config(tiny_bases, vsr_dir, tmp_path / "ran", max_steps=2))
+    describe_dir = tmp_path / "ran" / "describe"
+    saved = json.loads((describe_dir / "training_state" / "state.json").read_text())
+    assert saved["history"]["describe_loss"] == ran.history["describe_loss"]
+    loaded = train(describe_config(tiny_bases, vsr_dir, tmp_path / "loaded", max_steps=2, describe_from=describe_dir))
+    assert not (tmp_path / "loaded" / "describe").exists()
+    assert loaded.history == ran.history
+    reference = load_file(ran.checkpoint / "model.safetensors")
+    for name, tensor in load_file(loaded.checkpoint / "model.safetensors").items():
+        assert torch.equal(tensor, reference[name]), name
+    with pytest.raises(ValueError, match=r"ran with describe_learning_rate=0.002, this run asks for 1.0"):
+        train(
+            describe_config(
+                tiny_bases, vsr_dir, tmp_path / "other", describe_from=describe_dir, describe_learning_rate=1.0
+            )
+        )
+    with pytest.raises(FileNotFoundError, match=r"no finished describe stage.*leave it unset"):
+        train(describe_config(tiny_bases, vsr_dir, tmp_path / "missing", describe_from=tmp_path / "ran"))
+
+    # A run stopped before its first step checkpoint starts again from its own finished describe stage.
+    assert not (tmp_path / "ran" / "checkpoints").exists()
+    training_module = sys.modules[train.__module__]
+    monkeypatch.setattr(training_module, "describe_world", lambda *args, **kwargs: pytest.fail("ran again"))
+    assert train(describe_config(tiny_bases, vsr_dir, tmp_path / "ran", max_steps=2)).history == ran.history
+    with pytest.raises(ValueError, match=r"ran with describe_steps=2, this run asks for 3.*another output_dir"):
+        train(describe_config(tiny_bases, vsr_dir, tmp_path / "ran", max_steps=2, describe_steps=3))

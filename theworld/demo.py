@@ -26,6 +26,7 @@ from .testing.small_real_base import cached_small_real_base
 from .testing.tiny import make_tiny_bases
 from .testing.tiny_vae import DEFAULT_STEPS, cached_trained_tiny_vae
 from .training import TrainingConfig, markdown_report, train, world_ablation_report, write_reports
+from .training.train import DESCRIBE_CHECKPOINT
 
 # The default recipe for the tiny stand-in bases (see the README for the recipe on real weights): one global world
 # token (the whole 8x8 latent flattened) and the random tiny language model trained along with the projector.
@@ -278,11 +279,14 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     reports, histories = {}, {}
     for split in config.splits:
         data_dir, run_dir = data[split], split_run_dir(output_dir, split)
+        first_run_dir = split_run_dir(output_dir, config.splits[0])
         training = TrainingConfig(
             gemma=str(gemma),
             world_encoder_path=str(cosmos),
             data_dir=data_dir,
             describe_data_dir=data["random"],
+            # The describe stage is the same on every split: it runs on the first, the others start from it.
+            describe_from=None if run_dir == first_run_dir else first_run_dir / DESCRIBE_CHECKPOINT,
             output_dir=run_dir,
             seed=config.seed,
             progress=config.progress,

@@ -25,8 +25,10 @@ def save_checkpoint(
     processor: TheWorldProcessor,
     directory: str | os.PathLike,
     training_state: dict[str, Any] | None = None,
+    run_files: dict[str, Any] | None = None,
 ) -> Path:
-    """Writes model, processor (and training state) to a temporary sibling, then renames it into place.
+    """Writes model, processor (training state, and `run_files` {file name: its JSON}) to a temporary sibling, then
+    renames it into place.
 
     A run killed while saving leaves the previous checkpoint intact: the final name only ever points at a complete
     folder. An existing checkpoint of the same name is replaced only after the new one is complete.
@@ -39,6 +41,8 @@ def save_checkpoint(
     processor.save_pretrained(temporary)
     if training_state is not None:
         write_training_state(temporary / TRAINING_STATE_DIR, **training_state)
+    for name, content in (run_files or {}).items():
+        (temporary / name).write_text(json.dumps(content, default=str, indent=2))
     if directory.exists():
         previous = directory.with_name(f".{directory.name}.old-{os.getpid()}")
         os.replace(directory, previous)
@@ -51,46 +55,48 @@ def save_checkpoint(
 
 def write_training_state(
     directory: Path,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
     step: int,
     history: dict[str, list],
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
 ) -> None:
-    """Optimizer moments as safetensors, the rest as JSON; nothing pickled."""
+    """The step, the metric history, the random states (and optimizer moments as safetensors, the scheduler); nothing
+    pickled."""
     directory.mkdir(parents=True)
-    optimizer_state = optimizer.state_dict()
-    tensors = {
-        f"{index}.{name}": value.detach().cpu().contiguous()
-        for index, state in optimizer_state["state"].items()
-        for name, value in state.items()
-        if torch.is_tensor(value)
-    }
-    save_file(tensors, directory / "optimizer.safetensors")
-    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    save_file({"torch": rng["torch"]}, directory / "rng.safetensors")
-    state = {
-        "step": step,
-        "param_groups": optimizer_state["param_groups"],
-        "scheduler": scheduler.state_dict(),
-        "history": history,
-        "python_rng": _jsonable(rng["python"]),
-        "numpy_rng": [rng["numpy"][0], rng["numpy"][1].tolist(), *rng["numpy"][2:]],
-    }
+    state: dict[str, Any] = {"step": step, "history": history}
+    if optimizer is not None:
+        optimizer_state = optimizer.state_dict()
+        tensors = {
+            f"{index}.{name}": value.detach().cpu().contiguous()
+            for index, moments in optimizer_state["state"].items()
+            for name, value in moments.items()
+            if torch.is_tensor(value)
+        }
+        save_file(tensors, directory / "optimizer.safetensors")
+        state["param_groups"] = optimizer_state["param_groups"]
+    if scheduler is not None:
+        state["scheduler"] = scheduler.state_dict()
+    save_file({"torch": torch.get_rng_state()}, directory / "rng.safetensors")
+    numpy_rng = np.random.get_state()
+    state["python_rng"] = _jsonable(random.getstate())
+    state["numpy_rng"] = [numpy_rng[0], numpy_rng[1].tolist(), *numpy_rng[2:]]
     (directory / "state.json").write_text(json.dumps(state))
 
 
 def read_training_state(
-    directory: Path, optimizer: torch.optim.Optimizer, scheduler: Any
+    directory: Path, optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None
 ) -> tuple[int, dict[str, list]]:
-    """Restores optimizer, scheduler and random states; returns the step reached and the metric history."""
+    """Restores the random states (and optimizer, scheduler); returns the step reached and the metric history."""
     state = json.loads((directory / "state.json").read_text())
-    tensors = load_file(directory / "optimizer.safetensors")
-    moments: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        index, name = key.split(".", 1)
-        moments.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": moments, "param_groups": state["param_groups"]})
-    scheduler.load_state_dict(state["scheduler"])
+    if optimizer is not None:
+        tensors = load_file(directory / "optimizer.safetensors")
+        moments: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            index, name = key.split(".", 1)
+            moments.setdefault(int(index), {})[name] = value
+        optimizer.load_state_dict({"state": moments, "param_groups": state["param_groups"]})
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])
     random.setstate(_tuples(state["python_rng"]))
     numpy_state = state["numpy_rng"]
     np.random.set_state((numpy_state[0], np.array(numpy_state[1], dtype=np.uint32), *numpy_state[2:]))

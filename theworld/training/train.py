@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.utils import CONFIG_NAME
 
 from ..configuration_theworld import PROJECTOR_TYPES
 from ..data.vsr import ON_BAD_IMAGE_HELP, OnBadImage, VSRExample, load_vsr_split
@@ -33,8 +34,23 @@ from .plots import plot_curves
 
 CHECKPOINTS_DIR = "checkpoints"
 FINAL_CHECKPOINT = "checkpoint"
+DESCRIBE_CHECKPOINT = "describe"  # the model as the describe stage leaves it, its history and random states
 # Settings a resumed run must share with the run it continues.
 RUN_DEFINING_FIELDS = ("world_encoder_type", "world_image_size", "world_grid_size", "projector_type")
+# Settings a run that starts from another run's describe stage must share with it.
+DESCRIBE_DEFINING_FIELDS = (
+    "gemma",
+    "world_encoder_path",
+    "world_encoder_subfolder",
+    "describe_steps",
+    "describe_learning_rate",
+    "describe_data_dir",
+    "lora_rank",
+    "lora_alpha",
+    "lora_target_modules",
+    "seed",
+    "dtype",
+)
 
 
 @dataclass
@@ -43,7 +59,11 @@ class TrainingConfig:
 
     gemma: str = field(metadata={"help": "Gemma 3 base: a Hub id (google/gemma-3-4b-it) or a local folder"})
     data_dir: Path = field(metadata={"aliases": ["--data"], "help": "folder with train.jsonl (and dev.jsonl)"})
-    output_dir: Path = field(metadata={"help": "run folder: checkpoint/, checkpoints/, history.json, curves"})
+    output_dir: Path = field(
+        metadata={
+            "help": "run folder: checkpoint/, checkpoints/, describe/ (after a describe stage), history.json, curves"
+        }
+    )
     images_dir: Path | None = field(
         default=None, metadata={"aliases": ["--images"], "help": "image folder (default: DATA_DIR/images)"}
     )
@@ -98,6 +118,13 @@ class TrainingConfig:
             "stage learns from, e.g. scenes of every concept as an alignment set (default: DATA_DIR and IMAGES_DIR)"
         },
     )
+    describe_from: Path | None = field(
+        default=None,
+        metadata={
+            "help": "start from the describe stage another run left in its OUTPUT_DIR/describe instead of running it "
+            "again (same bases, layout, describe settings and seed)"
+        },
+    )
     freeze_world_projector: bool = field(
         default=False,
         metadata={
@@ -144,6 +171,8 @@ class TrainingConfig:
         self.images_dir = Path(self.images_dir) if self.images_dir is not None else self.data_dir / "images"
         if self.describe_data_dir is not None:
             self.describe_data_dir = Path(self.describe_data_dir)
+        if self.describe_from is not None:
+            self.describe_from = Path(self.describe_from)
         if self.latent_cache_dir is not None:
             self.latent_cache_dir = Path(self.latent_cache_dir)
 
@@ -188,6 +217,35 @@ def resume_model(checkpoint: Path, config: TrainingConfig) -> tuple[TheWorld, Th
     return model, TheWorldProcessor.from_pretrained(checkpoint)
 
 
+def finished_describe_stage(config: TrainingConfig) -> Path | None:
+    """The finished describe stage this run starts from: `describe_from`, or its own if an earlier start of this run
+    got that far; None if the describe stage has to run."""
+    if not config.describe_steps:
+        return None
+    folder = config.describe_from or config.output_dir / DESCRIBE_CHECKPOINT
+    saved = folder / TRAINING_CONFIG_NAME
+    if not (saved.is_file() and (folder / CONFIG_NAME).is_file()):
+        if config.describe_from is None:
+            return None
+        raise FileNotFoundError(
+            f"{folder} holds no finished describe stage (a model with its {TRAINING_CONFIG_NAME}): point "
+            f"describe_from at the {DESCRIBE_CHECKPOINT}/ folder of a run with describe_steps > 0, or leave it unset "
+            "to run the describe stage."
+        )
+    settings = json.loads(saved.read_text())
+    wanted = json.loads(json.dumps(asdict(config), default=str))
+    for settings_of in (settings, wanted):  # the scenes it learns from: its own data unless describe_data_dir is set
+        settings_of["describe_data_dir"] = settings_of["describe_data_dir"] or settings_of["data_dir"]
+    for name in DESCRIBE_DEFINING_FIELDS:
+        if settings[name] != wanted[name]:
+            raise ValueError(
+                f"The describe stage in {folder} ran with {name}={settings[name]!r}, this run asks for "
+                f"{wanted[name]!r}. Use the same settings, or another output_dir (and no describe_from) to run the "
+                "describe stage anew."
+            )
+    return folder
+
+
 def load_split(config: TrainingConfig, split: str) -> list[VSRExample]:
     path = config.data_dir / f"{split}.jsonl"
     if not path.exists():
@@ -206,7 +264,9 @@ def train(config: TrainingConfig) -> TrainingResult:
     checkpoints_dir = config.output_dir / CHECKPOINTS_DIR
     resume_from = get_last_checkpoint(checkpoints_dir) if checkpoints_dir.is_dir() else None
     resume_from = Path(resume_from) if resume_from else None
-    model, processor = resume_model(resume_from, config) if resume_from else build_model(config)
+    describe_from = None if resume_from else finished_describe_stage(config)
+    start_from = resume_from or describe_from
+    model, processor = resume_model(start_from, config) if start_from else build_model(config)
     if config.gradient_checkpointing:  # less activation memory for one more forward pass per step
         model.enable_activation_checkpointing()
     model.to(accelerator.device)
@@ -228,7 +288,9 @@ def train(config: TrainingConfig) -> TrainingResult:
             )
 
     step, history = 0, {"loss": [], "dev_accuracy": []}
-    if config.describe_steps and resume_from is None:
+    if describe_from:  # its history and the random states it left: the run goes on as if it had run the stage
+        history |= read_training_state(describe_from / TRAINING_STATE_DIR)[1]
+    elif config.describe_steps and resume_from is None:
         describe_dir, describe_images = config.data_dir, config.images_dir
         if config.describe_data_dir is not None:
             describe_dir, describe_images = config.describe_data_dir, config.describe_data_dir / "images"
@@ -244,6 +306,15 @@ def train(config: TrainingConfig) -> TrainingResult:
             latent_cache,
             progress=config.progress and accelerator.is_main_process,
         )
+        if accelerator.is_main_process:
+            save_checkpoint(
+                model,
+                processor,
+                config.output_dir / DESCRIBE_CHECKPOINT,
+                training_state={"step": 0, "history": history},
+                run_files={TRAINING_CONFIG_NAME: asdict(config)},
+            )
+        accelerator.wait_for_everyone()
 
     if config.freeze_world_projector:  # still saved: the checkpoint holds what the configuration trains
         model.world_projector.requires_grad_(False)
