@@ -185,6 +185,8 @@ def test_a_run_starts_from_another_runs_describe_stage_as_if_it_had_run_it(tiny_
         )
     with pytest.raises(FileNotFoundError, match=r"no finished describe stage.*leave it unset"):
         train(describe_config(tiny_bases, vsr_dir, tmp_path / "missing", describe_from=tmp_path / "ran"))
+    with pytest.raises(ValueError, match=r"describe_steps is 0: set describe_steps.*or leave describe_from unset"):
+        describe_config(tiny_bases, vsr_dir, tmp_path / "none", describe_from=describe_dir, describe_steps=0)
 
     # A run stopped before its first step checkpoint starts again from its own finished describe stage.
     assert not (tmp_path / "ran" / "checkpoints").exists()

@@ -278,17 +278,18 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     }
     timed("synthetic VSR data", started)
 
+    # The describe stage is the same on every split: it runs on the first, the others start from it.
+    first_run_dir = split_run_dir(output_dir, config.splits[0])
+    shared_describe = first_run_dir / DESCRIBE_CHECKPOINT if config.recipe.get("describe_steps") else None
     reports, histories = {}, {}
     for split in config.splits:
         data_dir, run_dir = data[split], split_run_dir(output_dir, split)
-        first_run_dir = split_run_dir(output_dir, config.splits[0])
         training = TrainingConfig(
             gemma=str(gemma),
             world_encoder_path=str(cosmos),
             data_dir=data_dir,
             describe_data_dir=data["random"],
-            # The describe stage is the same on every split: it runs on the first, the others start from it.
-            describe_from=None if run_dir == first_run_dir else first_run_dir / DESCRIBE_CHECKPOINT,
+            describe_from=None if run_dir == first_run_dir else shared_describe,
             output_dir=run_dir,
             seed=config.seed,
             progress=config.progress,

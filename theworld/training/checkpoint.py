@@ -25,9 +25,9 @@ def save_checkpoint(
     processor: TheWorldProcessor,
     directory: str | os.PathLike,
     training_state: dict[str, Any] | None = None,
-    run_files: dict[str, Any] | None = None,
+    run_files: dict[str, str] | None = None,
 ) -> Path:
-    """Writes model, processor (training state, and `run_files` {file name: its JSON}) to a temporary sibling, then
+    """Writes model, processor (training state, and `run_files` {file name: its text}) to a temporary sibling, then
     renames it into place.
 
     A run killed while saving leaves the previous checkpoint intact: the final name only ever points at a complete
@@ -41,8 +41,8 @@ def save_checkpoint(
     processor.save_pretrained(temporary)
     if training_state is not None:
         write_training_state(temporary / TRAINING_STATE_DIR, **training_state)
-    for name, content in (run_files or {}).items():
-        (temporary / name).write_text(json.dumps(content, default=str, indent=2))
+    for name, text in (run_files or {}).items():
+        (temporary / name).write_text(text)
     if directory.exists():
         previous = directory.with_name(f".{directory.name}.old-{os.getpid()}")
         os.replace(directory, previous)

@@ -173,8 +173,17 @@ class TrainingConfig:
             self.describe_data_dir = Path(self.describe_data_dir)
         if self.describe_from is not None:
             self.describe_from = Path(self.describe_from)
+            if not self.describe_steps:
+                raise ValueError(
+                    f"describe_from={str(self.describe_from)!r} is set but describe_steps is 0: set describe_steps "
+                    "to the describe stage's steps, or leave describe_from unset for a run without one."
+                )
         if self.latent_cache_dir is not None:
             self.latent_cache_dir = Path(self.latent_cache_dir)
+
+    def to_json_string(self) -> str:
+        """The settings as JSON, paths as strings: what a run's training_config.json holds."""
+        return json.dumps(asdict(self), default=str, indent=2)
 
 
 @dataclass
@@ -233,7 +242,7 @@ def finished_describe_stage(config: TrainingConfig) -> Path | None:
             "to run the describe stage."
         )
     settings = json.loads(saved.read_text())
-    wanted = json.loads(json.dumps(asdict(config), default=str))
+    wanted = json.loads(config.to_json_string())
     for settings_of in (settings, wanted):  # the scenes it learns from: its own data unless describe_data_dir is set
         settings_of["describe_data_dir"] = settings_of["describe_data_dir"] or settings_of["data_dir"]
     for name in DESCRIBE_DEFINING_FIELDS:
@@ -312,7 +321,7 @@ def train(config: TrainingConfig) -> TrainingResult:
                 processor,
                 config.output_dir / DESCRIBE_CHECKPOINT,
                 training_state={"step": 0, "history": history},
-                run_files={TRAINING_CONFIG_NAME: asdict(config)},
+                run_files={TRAINING_CONFIG_NAME: config.to_json_string()},
             )
         accelerator.wait_for_everyone()
 
@@ -390,7 +399,7 @@ def train(config: TrainingConfig) -> TrainingResult:
     if accelerator.is_main_process:
         save_checkpoint(unwrapped, processor, final)
         (config.output_dir / HISTORY_NAME).write_text(json.dumps(history))
-        (config.output_dir / TRAINING_CONFIG_NAME).write_text(json.dumps(asdict(config), default=str, indent=2))
+        (config.output_dir / TRAINING_CONFIG_NAME).write_text(config.to_json_string())
         plot_curves(history, config.output_dir)
     accelerator.wait_for_everyone()
     accelerator.end_training()
